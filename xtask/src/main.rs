@@ -1,2 +1,83 @@
-//! placeholder
-fn main() {}
+//! `cargo xtask`: project tasks that are code, not shell.
+//!
+//! - `crds`: writes the CRDs generated from `crates/model` into `manifests/crds/`
+//!   (`--check` only compares).
+//! - `demo`: the local demo on embedded defaults.
+//! - `test`: the test suite, as the README and CI run it.
+
+mod crds;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Project tasks: crds, demo, test")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Regenerate manifests/crds/*.yaml from the Rust types.
+    Crds {
+        /// Only check that the checked-in files are up to date.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the local demo on the example config repo.
+    Demo {
+        /// The config repository to read (default: examples/ of this workspace).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Run the whole test suite.
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Crds { check } => crds::run(&root, check),
+        Task::Demo { repo } => demo::run(&repo.unwrap_or_else(|| root.join("examples"))),
+        Task::Test { args } => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .args(["test", "--workspace", "--locked"])
+                .args(&args)
+                .status()
+                .context("failed to run cargo test")?;
+            if !status.success() {
+                bail!("cargo test failed ({status})");
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
