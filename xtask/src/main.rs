@@ -3,10 +3,14 @@
 //! - `crds`: writes the CRDs generated from `crates/model` into `manifests/crds/`
 //!   (`--check` only compares).
 //! - `demo`: the local demo on embedded defaults.
-//! - `test`: the test suite, as the README and CI run it.
+//! - `tools`: fetches the binaries the tests run (Helm 3, Helm 4, kubectl 1.31) into a cache
+//!   outside the clone and prints their paths (`--print-env`: `export` lines).
+//! - `test`: the test suite, as the README and CI run it, with the `tools` paths in its
+//!   environment.
 
 mod crds;
 mod demo;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Project tasks: crds, demo, test")]
+#[command(name = "cargo xtask", about = "Project tasks: crds, demo, tools, test")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -35,7 +39,13 @@ enum Task {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
-    /// Run the whole test suite.
+    /// Fetch the test tools (helm 3, helm 4, kubectl 1.31) if needed and print their paths.
+    Tools {
+        /// Print `export KUBE_SIM_...=path` lines for a shell instead.
+        #[arg(long)]
+        print_env: bool,
+    },
+    /// Run the whole test suite (fetches the test tools first).
     Test {
         /// Extra arguments passed to `cargo test`.
         #[arg(trailing_var_arg = true)]
@@ -56,11 +66,14 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Crds { check } => crds::run(&root, check),
         Task::Demo { repo } => demo::run(&repo.unwrap_or_else(|| root.join("examples"))),
+        Task::Tools { print_env } => tools::run(print_env),
         Task::Test { args } => {
+            let tools = tools::ensure_tools()?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let status = Command::new(cargo)
                 .current_dir(&root)
                 .args(["test", "--workspace", "--locked"])
+                .envs(tools.env())
                 .args(&args)
                 .status()
                 .context("failed to run cargo test")?;

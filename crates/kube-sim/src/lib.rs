@@ -1,46 +1,301 @@
-//! `kube-sim`: In-memory Kubernetes API server for tests, benchmarks and the local demo.
+//! `kube-sim`: an in-memory Kubernetes API server that real kubectl, Helm 3, Helm 4 and kube-rs
+//! accept. Test infrastructure for every Kubernetes-facing test and the local demo, since no
+//! real kube-apiserver can be installed here; its fidelity is proven by those real clients
+//! working against it unmodified (see `../shared/reference/kube-sim-surface.md`).
 //!
-//! This crate is a skeleton: it parses its command line so that `--help` and `--version` work
-//! and the workspace layout is in place. The behaviour arrives with issue #3; until then
-//! [`run`] reports that it is not built yet instead of pretending to work.
+//! Two ways to run it: [`KubeSim::start`] on a free loopback port for tests (stopped on drop),
+//! and the `kube-sim` binary for the demo. It speaks plain HTTP on loopback; HTTPS and
+//! authentication are not implemented. Not a validator: schemas, immutable fields and
+//! admission are not checked, so a test can pass here that a real cluster would refuse.
 
-use clap::Parser;
+pub mod controllers;
+pub mod defaults;
+pub mod discovery;
+pub mod openapi;
+pub mod patching;
+pub mod registry;
+pub mod selectors;
+pub mod server;
+pub mod stats;
+pub mod status;
+pub mod store;
+pub mod time;
+pub mod watch;
 
-/// Command-line arguments of `kube-sim`. Every flag can also be set from an environment variable.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "kube-sim",
-    version,
-    about = "In-memory Kubernetes API server for tests, benchmarks and the local demo"
-)]
-pub struct Args {}
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Errors returned by [`run`].
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The component is a skeleton; the named issue builds it.
-    #[error("kube-sim is not built yet (see issue #{issue}); only --help and --version work")]
-    NotBuiltYet {
-        /// The issue that builds this component.
-        issue: u32,
-    },
+use server::Shared;
+use stats::Stats;
+use store::Store;
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Keep the store in this file across restarts (demo use): loaded at start, saved every
+    /// second when something changed and at shutdown.
+    pub state_file: Option<PathBuf>,
+    /// Events kept for watches to resume from.
+    pub history: usize,
 }
 
-/// Runs `kube-sim` with the given arguments.
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_file: None,
+            history: store::DEFAULT_HISTORY,
+        }
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address could not be bound.
+    #[error("failed to listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime could not be built or the state file read.
+    #[error("failed to start kube-sim: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A running kube-sim, stopped when dropped.
+pub struct KubeSim {
+    url: String,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for KubeSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSim")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A kubeconfig for a server at `url` (plain HTTP, no credentials), default namespace `default`.
+#[must_use]
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {{}}\n"
+    )
+}
+
+fn load_store(config: &Config) -> Result<Store, StartError> {
+    let mut store = Store::new(config.history);
+    if let Some(path) = &config.state_file
+        && path.exists()
+    {
+        let text = std::fs::read_to_string(path).map_err(StartError::Runtime)?;
+        let dump: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            StartError::Runtime(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })?;
+        store.load(&dump);
+    }
+    Ok(store)
+}
+
+fn save_state(shared: &Shared, path: &Path) {
+    let dump = {
+        let mut store = shared.lock();
+        if !store.dirty {
+            return;
+        }
+        store.dirty = false;
+        store.dump()
+    };
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, dump.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        tracing::warn!(path = %path.display(), "failed to save the kube-sim state file");
+    }
+}
+
+/// Serves until `shutdown` resolves (the binary's entry point).
 ///
 /// # Errors
 ///
-/// Always [`Error::NotBuiltYet`] for now.
-pub fn run(_args: Args) -> Result<(), Error> {
-    Err(Error::NotBuiltYet { issue: 3 })
+/// When the listener cannot be bound or the state file read.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<SocketAddr, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(StartError::Runtime)?;
+    let shared = Arc::new(Shared::new(load_store(&config)?, address.to_string()));
+    run(
+        listener,
+        Arc::clone(&shared),
+        config.state_file.clone(),
+        shutdown,
+    )
+    .await;
+    Ok(address)
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
+async fn run(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    state_file: Option<PathBuf>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    if let Some(path) = state_file.clone() {
+        let saver = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                save_state(&saver, &path);
+            }
+        });
+    }
+    let app = server::app(Arc::clone(&shared));
+    tokio::select! {
+        result = axum::serve(listener, app) => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "kube-sim server stopped");
+            }
+        }
+        () = shutdown => {}
+    }
+    if let Some(path) = state_file {
+        save_state(&shared, &path);
+    }
+}
 
-    #[test]
-    fn command_line_definition_is_consistent() {
-        super::Args::command().debug_assert();
+impl KubeSim {
+    /// Starts a server on a free loopback port in a thread of its own.
+    ///
+    /// # Errors
+    ///
+    /// When no port can be bound.
+    pub fn start() -> Result<Self, StartError> {
+        Self::start_with(Config::default())
+    }
+
+    /// Starts a server with `config`.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound or the state file read.
+    pub fn start_with(config: Config) -> Result<Self, StartError> {
+        let std_listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+                address: config.listen,
+                source,
+            })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(StartError::Runtime)?;
+        let address = std_listener.local_addr().map_err(StartError::Runtime)?;
+        let shared = Arc::new(Shared::new(load_store(&config)?, address.to_string()));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kube-sim")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state_file = config.state_file.clone();
+        let served = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("kube-sim".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(listener) => {
+                            run(listener, served, state_file, async {
+                                let _ = rx.await;
+                            })
+                            .await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "kube-sim could not adopt its listener")
+                        }
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_millis(200));
+            })
+            .map_err(StartError::Runtime)?;
+        Ok(Self {
+            url: format!("http://{address}"),
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A kubeconfig for this server.
+    #[must_use]
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&self.url)
+    }
+
+    /// Writes [`KubeSim::kubeconfig`] to `path`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+
+    /// A copy of the request counters and log.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Clears the request counters and log.
+    pub fn reset_stats(&self) {
+        self.shared.lock().stats = Stats::default();
+    }
+
+    /// The current resourceVersion.
+    #[must_use]
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().resource_version()
+    }
+
+    /// Drops the event history: watches resuming from an earlier resourceVersion get an
+    /// in-stream 410 `Expired`, as after etcd compaction.
+    pub fn compact_history(&self) {
+        self.shared.lock().compact();
+    }
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

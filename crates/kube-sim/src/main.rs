@@ -1,14 +1,65 @@
-//! Binary entry point: parses flags and hands over to [`kube_sim::run`].
+//! `kube-sim` binary: serves the in-memory API server for the local demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 
-fn main() -> std::process::ExitCode {
-    let args = kube_sim::Args::parse();
-    match kube_sim::run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
+/// In-memory Kubernetes API server for tests, benchmarks and the local demo.
+#[derive(Debug, Parser)]
+#[command(name = "kube-sim", version)]
+struct Args {
+    /// Address to listen on (loopback only in tests and the demo).
+    #[arg(long, env = "KUBE_SIM_LISTEN", default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Write a kubeconfig for the server to this path.
+    #[arg(long, env = "KUBE_SIM_KUBECONFIG_OUT")]
+    kubeconfig_out: Option<PathBuf>,
+    /// Keep the store in this file across restarts.
+    #[arg(long, env = "KUBE_SIM_STATE")]
+    state: Option<PathBuf>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+    let config = kube_sim::Config {
+        listen: args.listen,
+        state_file: args.state,
+        ..kube_sim::Config::default()
+    };
+    if let Some(path) = &args.kubeconfig_out {
+        let url = format!("http://{}", args.listen);
+        if let Err(e) = std::fs::write(path, kube_sim::kubeconfig(&url)) {
+            eprintln!(
+                "error: failed to write the kubeconfig to {}: {e}",
+                path.display()
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    eprintln!("kube-sim: serving http://{} (Ctrl-C stops)", args.listen);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match kube_sim::serve(config, shutdown).await {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Args::command().debug_assert();
     }
 }
