@@ -282,6 +282,58 @@ impl KubeSim {
         self.shared.lock().resource_version()
     }
 
+    /// The stored object of `plural` in `group` (empty for core) named `name` in `namespace`
+    /// (empty for cluster-scoped), as the server holds it. For tests to check state without a
+    /// client.
+    #[must_use]
+    pub fn object(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let key = registry::ResourceKey {
+            group: group.to_owned(),
+            plural: plural.to_owned(),
+        };
+        self.shared
+            .lock()
+            .lookup(&key, namespace, name)
+            .map(|o| (*o).clone())
+    }
+
+    /// Names (`namespace/name`, or `name` for cluster-scoped) of every stored object of
+    /// `plural` in `group`, sorted.
+    #[must_use]
+    pub fn names(&self, group: &str, plural: &str) -> Vec<String> {
+        let key = registry::ResourceKey {
+            group: group.to_owned(),
+            plural: plural.to_owned(),
+        };
+        let store = self.shared.lock();
+        let mut names: Vec<String> = store
+            .iter(&key, None)
+            .map(|o| {
+                let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+                let name = o["metadata"]["name"].as_str().unwrap_or_default();
+                if ns.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{ns}/{name}")
+                }
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Ends every open watch and compacts the history past them: each watcher resumes, gets an
+    /// in-stream `410 Expired` and must relist, as after etcd compaction on a real cluster.
+    pub fn expire_watches(&self) {
+        self.shared.lock().expire_watches();
+    }
+
     /// Drops the event history: watches resuming from an earlier resourceVersion get an
     /// in-stream 410 `Expired`, as after etcd compaction.
     pub fn compact_history(&self) {

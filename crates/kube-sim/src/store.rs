@@ -117,6 +117,8 @@ pub struct Store {
     /// Every event with rv > `compacted` is in the history.
     compacted: u64,
     events: broadcast::Sender<Arc<Event>>,
+    /// Tells every open watch to end (test hook).
+    disconnects: broadcast::Sender<()>,
     pub(crate) alloc: Allocator,
     /// Objects whose fake controllers must run.
     pub(crate) pending: VecDeque<(ResourceKey, ObjectKey)>,
@@ -188,6 +190,7 @@ impl Store {
     #[must_use]
     pub fn new(history_capacity: usize) -> Self {
         let (events, _) = broadcast::channel(65_536);
+        let (disconnects, _) = broadcast::channel(16);
         let mut store = Self {
             registry: Registry::builtin(),
             rv: 0,
@@ -196,6 +199,7 @@ impl Store {
             history_capacity,
             compacted: 0,
             events,
+            disconnects,
             alloc: Allocator::default(),
             pending: VecDeque::new(),
             stats: Stats::default(),
@@ -228,6 +232,21 @@ impl Store {
     pub fn compact(&mut self) {
         self.history.clear();
         self.compacted = self.rv;
+    }
+
+    /// Ends every open watch and compacts the history past every resourceVersion handed out,
+    /// so each watcher's resume gets `410 Expired` and must relist (test hook for the path
+    /// etcd compaction takes on a real cluster).
+    pub fn expire_watches(&mut self) {
+        let _ = self.disconnects.send(());
+        self.rv += 1;
+        self.compact();
+    }
+
+    /// A receiver of the disconnect signal of [`Store::expire_watches`].
+    #[must_use]
+    pub fn disconnected(&self) -> broadcast::Receiver<()> {
+        self.disconnects.subscribe()
     }
 
     /// A receiver of every future event.

@@ -106,9 +106,10 @@ pub fn start(
         fields: params.fields,
     };
     let mut first: Vec<Bytes> = Vec::new();
-    let (receiver, mut last_rv, expired) = {
+    let (receiver, mut disconnected, mut last_rv, expired) = {
         let store = shared.lock();
         let receiver = store.subscribe();
+        let disconnected = store.disconnected();
         let current = store.resource_version();
         let from = params.resource_version.as_deref().unwrap_or("");
         let synthetic = params.send_initial_events || from.is_empty() || from == "0";
@@ -140,7 +141,7 @@ pub fn start(
                 }
             }
         }
-        (receiver, current, expired)
+        (receiver, disconnected, current, expired)
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
     let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -158,6 +159,8 @@ pub fn start(
         tokio::pin!(deadline);
         loop {
             tokio::select! {
+                biased;
+                _ = disconnected.recv() => return,
                 () = &mut deadline => return,
                 () = tx.closed() => return,
                 received = receiver.recv() => match received {
