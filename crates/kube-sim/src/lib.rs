@@ -168,6 +168,13 @@ async fn run(
             }
         });
     }
+    let janitor = Arc::clone(&shared);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            janitor.lock().tick();
+        }
+    });
     let app = server::app(Arc::clone(&shared));
     tokio::select! {
         result = axum::serve(listener, app) => {

@@ -321,6 +321,7 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> WriteO
         force: query.get("force").is_some_and(|v| v == "true"),
         internal: false,
         default_manager: manager_from_user_agent(headers),
+        subresource: None,
     }
 }
 
@@ -509,6 +510,22 @@ fn dispatch(
         }
         ("list", None) => {
             let (labels, fields) = selectors(query, rt)?;
+            if let Some(wanted) = query
+                .get("resourceVersion")
+                .filter(|v| !v.is_empty() && *v != "0")
+            {
+                let wanted: u64 = wanted.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {wanted:?}"))
+                })?;
+                let current = store.resource_version();
+                let exact = query
+                    .get("resourceVersionMatch")
+                    .is_some_and(|m| m == "Exact");
+                // Only the latest state is kept: an exact read of an older version is expired.
+                if exact && wanted != current || wanted < store.compacted() {
+                    return Err(ApiError::expired(wanted, store.compacted().max(current)));
+                }
+            }
             let limit = query.get("limit").and_then(|l| l.parse().ok());
             let list = store.list(
                 rt,

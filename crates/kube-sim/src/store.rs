@@ -74,6 +74,8 @@ pub struct WriteOptions {
     /// The manager recorded for non-apply writes without `fieldManager`: the client's user
     /// agent up to the first `/`, as the real server does.
     pub default_manager: Option<String>,
+    /// The subresource written (`status`), for the managedFields entry.
+    pub subresource: Option<String>,
 }
 
 impl WriteOptions {
@@ -103,6 +105,21 @@ pub struct DeleteOptions {
 /// A namespace and name; the namespace is empty for cluster-scoped objects.
 pub type ObjectKey = (String, String);
 
+/// How long after its DELETE a namespace's contents, or a CRD's resources, are removed.
+const CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// The finalizer the API server puts on a CRD being deleted.
+const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// Background work after a DELETE.
+#[derive(Debug)]
+enum Cleanup {
+    /// Delete the contents of a terminating namespace, then the namespace.
+    Namespace(String),
+    /// Delete the resources of a terminating CRD, then the CRD.
+    Crd(String),
+}
+
 /// Events kept for watches to replay.
 pub const DEFAULT_HISTORY: usize = 200_000;
 
@@ -122,6 +139,9 @@ pub struct Store {
     pub(crate) alloc: Allocator,
     /// Objects whose fake controllers must run.
     pub(crate) pending: VecDeque<(ResourceKey, ObjectKey)>,
+    /// Terminating namespaces and when their contents are deleted: like the namespace
+    /// controller, this happens after the DELETE has been answered, not during it.
+    cleanup: Vec<(Cleanup, std::time::Instant)>,
     /// Request counters.
     pub stats: Stats,
     /// Set on every change, cleared by the state file writer.
@@ -202,6 +222,7 @@ impl Store {
             disconnects,
             alloc: Allocator::default(),
             pending: VecDeque::new(),
+            cleanup: Vec::new(),
             stats: Stats::default(),
             dirty: false,
         };
@@ -478,7 +499,6 @@ impl Store {
         {
             map.remove("status");
         }
-        self.record_update(rt, None, &mut body, opts, None);
         self.commit(rt, &namespace, None, body, opts)
     }
 
@@ -576,8 +596,11 @@ impl Store {
         {
             new["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
         }
-        self.record_update(rt, Some(&old), &mut new, opts, subresource);
-        self.commit(rt, namespace, Some(old), new, opts)
+        let opts = WriteOptions {
+            subresource: subresource.map(str::to_owned),
+            ..opts.clone()
+        };
+        self.commit(rt, namespace, Some(old), new, &opts)
     }
 
     /// Records a non-apply write in `managedFields` under the request's field manager.
@@ -836,8 +859,21 @@ impl Store {
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             new["status"]["phase"] = json!("Terminating");
             let result = self.commit(rt, "", Some(old), new, &WriteOptions::default())?;
-            self.delete_namespace_contents(name);
-            self.finish_namespace_if_empty(name);
+            let due = std::time::Instant::now() + CLEANUP_DELAY;
+            self.cleanup
+                .push((Cleanup::Namespace(name.to_owned()), due));
+            return Ok(result);
+        }
+        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+            // The API server's finalizer: custom resources go first, in the background.
+            let mut new = (*old).clone();
+            new["metadata"]["deletionTimestamp"] = json!(time::now_rfc3339());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            finalizers.push(json!(CRD_CLEANUP_FINALIZER));
+            new["metadata"]["finalizers"] = Value::Array(finalizers);
+            let result = self.commit(rt, "", Some(old), new, &WriteOptions::default())?;
+            let due = std::time::Instant::now() + CLEANUP_DELAY;
+            self.cleanup.push((Cleanup::Crd(name.to_owned()), due));
             return Ok(result);
         }
         if policy == "Orphan" {
@@ -862,6 +898,46 @@ impl Store {
         new["metadata"]["deletionTimestamp"] = json!(time::now_rfc3339());
         new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         self.commit(rt, namespace, Some(old), new, &WriteOptions::default())
+    }
+
+    /// Background work that is due: deleting the contents of terminating namespaces.
+    pub fn tick(&mut self) {
+        let now = std::time::Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cleanup)
+            .into_iter()
+            .partition(|(_, at)| *at <= now);
+        self.cleanup = later;
+        for (work, _) in due {
+            match work {
+                Cleanup::Namespace(namespace) => {
+                    self.delete_namespace_contents(&namespace);
+                    self.finish_namespace_if_empty(&namespace);
+                }
+                Cleanup::Crd(name) => self.finish_crd(&name),
+            }
+        }
+        if !self.pending.is_empty() {
+            self.run_controllers();
+        }
+    }
+
+    /// Removes a terminating CRD's resources, then its finalizer (which removes the CRD).
+    fn finish_crd(&mut self, name: &str) {
+        self.remove_crd_resources(name);
+        let Some(rt) =
+            self.registry
+                .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        else {
+            return;
+        };
+        let Some(old) = self.lookup(&rt.key(), "", name) else {
+            return;
+        };
+        let mut new = (*old).clone();
+        if let Some(finalizers) = new["metadata"]["finalizers"].as_array_mut() {
+            finalizers.retain(|f| f != CRD_CLEANUP_FINALIZER);
+        }
+        let _ = self.commit(&rt, "", Some(old), new, &WriteOptions::default());
     }
 
     fn delete_namespace_contents(&mut self, namespace: &str) {
