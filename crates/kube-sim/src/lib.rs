@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod openapi;
 pub mod patching;
+pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod server;

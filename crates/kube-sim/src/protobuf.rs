@@ -27,7 +27,7 @@
 //! present on the wire are emitted even when empty (`"spec": {}`), as Go's JSON does.
 //! Strings that are not valid UTF-8 get U+FFFD replacements, as Go's JSON encoder does.
 //!
-//! Each message is a small descriptor table (field number, JSON name, [`Kind`]); supporting
+//! Each message is a small descriptor table (field number, JSON name, `Kind`); supporting
 //! another kind is one more table plus one line in `KINDS`. Every field number was checked
 //! against `k8s.io/api/core/v1/generated.proto`,
 //! `k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto` and

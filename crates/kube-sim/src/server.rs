@@ -212,13 +212,28 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.starts_with("application/vnd.kubernetes.protobuf")
-        || content_type.starts_with("application/cbor")
-    {
-        // Only JSON (and YAML for apply) bodies are understood; clients fall back on 415.
-        return ApiError::unsupported_media_type("application/json, application/yaml")
-            .into_response();
-    }
+    // Typed client-go clientsets (Helm's release storage, `kubectl create configmap`) send
+    // protobuf bodies while accepting JSON answers: decode the kinds they send to JSON.
+    let body = if content_type.starts_with(crate::protobuf::CONTENT_TYPE) {
+        match crate::protobuf::decode(&body) {
+            Ok(value) => Bytes::from(value.to_string()),
+            Err(e @ crate::protobuf::ProtobufError::UnsupportedKind { .. }) => {
+                return ApiError::unsupported_media_type(&format!("application/json ({e})"))
+                    .into_response();
+            }
+            Err(e) => {
+                return ApiError::bad_request(format!("failed to decode the protobuf body: {e}"))
+                    .into_response();
+            }
+        }
+    } else if content_type.starts_with("application/cbor") {
+        return ApiError::unsupported_media_type(
+            "application/json, application/vnd.kubernetes.protobuf",
+        )
+        .into_response();
+    } else {
+        body
+    };
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["version"]) => json_response(
             StatusCode::OK,

@@ -647,6 +647,15 @@ impl Store {
             old.as_deref(),
             &mut self.alloc,
         )?;
+        // Ownership is recorded on the object as stored, after defaults (Secret `stringData`
+        // is `data` by now), so later applies compare against what is really there.
+        self.record_update(
+            rt,
+            old.as_deref(),
+            &mut new,
+            opts,
+            opts.subresource.as_deref(),
+        );
         let name = meta_str(&new, "name").to_owned();
         let is_crd = rt.group == "apiextensions.k8s.io" && rt.kind == "CustomResourceDefinition";
         if is_crd {

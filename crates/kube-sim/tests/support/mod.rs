@@ -10,11 +10,11 @@ use std::process::{Command, Output};
 use kube_sim::KubeSim;
 
 /// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// A fresh directory under the system temp dir.
-    pub fn new(label: &str) -> Self {
+    pub(crate) fn new(label: &str) -> Self {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
@@ -25,7 +25,7 @@ impl TempDir {
     }
 
     /// The path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -37,7 +37,7 @@ impl Drop for TempDir {
 }
 
 /// The path of a test tool from its environment variable, set by `cargo xtask test`.
-pub fn tool(variable: &str) -> PathBuf {
+pub(crate) fn tool(variable: &str) -> PathBuf {
     let path = std::env::var_os(variable).unwrap_or_else(|| {
         panic!("{variable} is not set: run the tests with `cargo xtask test`, which fetches helm and kubectl")
     });
@@ -51,7 +51,7 @@ pub fn tool(variable: &str) -> PathBuf {
 }
 
 /// A client run against one kube-sim with its own kubeconfig and caches.
-pub struct Client {
+pub(crate) struct Client {
     binary: PathBuf,
     dir: TempDir,
     kubeconfig: PathBuf,
@@ -59,7 +59,7 @@ pub struct Client {
 
 impl Client {
     /// `binary` (kubectl or helm) against `sim`.
-    pub fn new(binary: PathBuf, sim: &KubeSim, label: &str) -> Self {
+    pub(crate) fn new(binary: PathBuf, sim: &KubeSim, label: &str) -> Self {
         let dir = TempDir::new(label);
         let kubeconfig = dir.path().join("kubeconfig");
         sim.write_kubeconfig(&kubeconfig).unwrap();
@@ -71,7 +71,7 @@ impl Client {
     }
 
     /// The test's scratch directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
@@ -91,14 +91,14 @@ impl Client {
     }
 
     /// Runs the client; returns its output whatever the exit status.
-    pub fn output(&self, args: &[&str]) -> Output {
+    pub(crate) fn output(&self, args: &[&str]) -> Output {
         self.command(args)
             .output()
             .unwrap_or_else(|e| panic!("failed to run {}: {e}", self.binary.display()))
     }
 
     /// Runs the client and insists that it succeeds; returns stdout.
-    pub fn run(&self, args: &[&str]) -> String {
+    pub(crate) fn run(&self, args: &[&str]) -> String {
         let output = self.output(args);
         assert!(
             output.status.success(),
@@ -113,7 +113,7 @@ impl Client {
     }
 
     /// Runs the client and insists that it fails; returns stderr.
-    pub fn fail(&self, args: &[&str]) -> String {
+    pub(crate) fn fail(&self, args: &[&str]) -> String {
         let output = self.output(args);
         assert!(
             !output.status.success(),
@@ -127,7 +127,7 @@ impl Client {
 }
 
 /// A kube-rs client for `sim`.
-pub async fn kube_client(sim: &KubeSim) -> kube::Client {
+pub(crate) async fn kube_client(sim: &KubeSim) -> kube::Client {
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
