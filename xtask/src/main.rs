@@ -5,9 +5,11 @@
 //! - `demo`: the local demo on embedded defaults.
 //! - `tools`: fetches the binaries the tests run (Helm 3, Helm 4, kubectl 1.31) into a cache
 //!   outside the clone and prints their paths (`--print-env`: `export` lines).
+//! - `bench kube-sim`: the kube-sim load benchmark (release build, figures on stdout).
 //! - `test`: the test suite, as the README and CI run it, with the `tools` paths in its
 //!   environment.
 
+mod bench;
 mod crds;
 mod demo;
 mod tools;
@@ -19,7 +21,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Project tasks: crds, demo, tools, test")]
+#[command(
+    name = "cargo xtask",
+    about = "Project tasks: crds, demo, tools, bench, test"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -45,6 +50,17 @@ enum Task {
         #[arg(long)]
         print_env: bool,
     },
+    /// Run a benchmark (`kube-sim`).
+    Bench {
+        /// Which benchmark.
+        name: String,
+        /// Objects written.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Run the whole test suite (fetches the test tools first).
     Test {
         /// Extra arguments passed to `cargo test`.
@@ -67,6 +83,11 @@ fn main() -> anyhow::Result<()> {
         Task::Crds { check } => crds::run(&root, check),
         Task::Demo { repo } => demo::run(&repo.unwrap_or_else(|| root.join("examples"))),
         Task::Tools { print_env } => tools::run(print_env),
+        Task::Bench {
+            name,
+            count,
+            concurrency,
+        } => bench::run(&root, &name, count, concurrency),
         Task::Test { args } => {
             let tools = tools::ensure_tools()?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());

@@ -443,14 +443,22 @@ fn resource_request(
     }
     let mut store = shared.lock();
     let before = store.resource_version();
-    let result = dispatch(
-        &mut store, method, headers, &target, verb, query, body, &opts,
-    );
+    let result = if verb == "list" && target.subresource.is_none() {
+        list(&store, &target, query).map(|text| (StatusCode::OK, Answer::Text(text)))
+    } else {
+        dispatch(
+            &mut store, method, headers, &target, verb, query, body, &opts,
+        )
+        .map(|(code, value)| (code, Answer::from(value)))
+    };
     if verb != "get" && verb != "list" {
         store.run_controllers();
     }
     let response = match result {
-        Ok((code, value)) => json_response(code, &value),
+        Ok((code, Answer::Json(value))) => json_response(code, &value),
+        Ok((code, Answer::Text(text))) => {
+            (code, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
         Err(e) => e.into_response(),
     };
     if store.resource_version() != before && !matches!(verb, "get" | "list") {
@@ -488,6 +496,60 @@ fn start_watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, St
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// LIST, answered with text serialized straight from the store.
+fn list(
+    store: &Store,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<String, ApiError> {
+    let rt = &target.rt;
+    let namespace = if rt.namespaced {
+        target.namespace.clone()
+    } else {
+        None
+    };
+
+    let (labels, fields) = selectors(query, rt)?;
+    if let Some(wanted) = query
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+    {
+        let wanted: u64 = wanted
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {wanted:?}")))?;
+        let current = store.resource_version();
+        let exact = query
+            .get("resourceVersionMatch")
+            .is_some_and(|m| m == "Exact");
+        // Only the latest state is kept: an exact read of an older version is expired.
+        if exact && wanted != current || wanted < store.compacted() {
+            return Err(ApiError::expired(wanted, store.compacted().max(current)));
+        }
+    }
+    let limit = query.get("limit").and_then(|l| l.parse().ok());
+    let list = store.list(
+        rt,
+        namespace.as_deref(),
+        &labels,
+        &fields,
+        limit,
+        query.get("continue").map(String::as_str),
+    )?;
+    Ok(list)
+}
+
+/// A successful answer: a JSON value, or JSON text already serialized (lists).
+enum Answer {
+    Json(Value),
+    Text(String),
+}
+
+impl From<Value> for Answer {
+    fn from(value: Value) -> Self {
+        Self::Json(value)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     store: &mut Store,
@@ -522,35 +584,6 @@ fn dispatch(
                 return Ok((StatusCode::OK, scale_of(&object)));
             }
             Ok((StatusCode::OK, versioned(&object, rt)))
-        }
-        ("list", None) => {
-            let (labels, fields) = selectors(query, rt)?;
-            if let Some(wanted) = query
-                .get("resourceVersion")
-                .filter(|v| !v.is_empty() && *v != "0")
-            {
-                let wanted: u64 = wanted.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resourceVersion {wanted:?}"))
-                })?;
-                let current = store.resource_version();
-                let exact = query
-                    .get("resourceVersionMatch")
-                    .is_some_and(|m| m == "Exact");
-                // Only the latest state is kept: an exact read of an older version is expired.
-                if exact && wanted != current || wanted < store.compacted() {
-                    return Err(ApiError::expired(wanted, store.compacted().max(current)));
-                }
-            }
-            let limit = query.get("limit").and_then(|l| l.parse().ok());
-            let list = store.list(
-                rt,
-                namespace.as_deref(),
-                &labels,
-                &fields,
-                limit,
-                query.get("continue").map(String::as_str),
-            )?;
-            Ok((StatusCode::OK, list))
         }
         ("create", None) => Ok((
             StatusCode::CREATED,

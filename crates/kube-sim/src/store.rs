@@ -384,11 +384,12 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, name))
     }
 
-    /// LIST with selectors and pagination. `continue` tokens are the last key returned.
+    /// LIST with selectors and pagination, serialized straight into the response text (no
+    /// copy of the objects). `continue` tokens are the last key returned.
     ///
     /// # Errors
     ///
-    /// 410 for a continue token that does not decode.
+    /// 400 for a continue token that does not decode.
     pub fn list(
         &self,
         rt: &ResourceType,
@@ -397,14 +398,16 @@ impl Store {
         fields: &FieldSelector,
         limit: Option<usize>,
         continue_from: Option<&str>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<String, ApiError> {
         let start_after = match continue_from.filter(|c| !c.is_empty()) {
             None => None,
             Some(token) => Some(decode_continue(token).ok_or_else(|| {
                 ApiError::bad_request(format!("invalid continue token {token:?}"))
             })?),
         };
-        let mut items = Vec::new();
+        let api_version = rt.api_version();
+        let mut items = String::with_capacity(4096);
+        let mut count = 0_usize;
         let mut next = None;
         let candidates = self
             .objects_of(&rt.key())
@@ -416,22 +419,30 @@ impl Store {
             if !(labels.matches(object) && fields.matches(object)) {
                 continue;
             }
-            if limit.is_some_and(|l| l > 0 && items.len() >= l) {
+            if limit.is_some_and(|l| l > 0 && count >= l) {
                 next = Some(encode_continue(k));
                 break;
             }
-            items.push(crate::server::versioned(object, rt));
+            if count > 0 {
+                items.push(',');
+            }
+            count += 1;
+            let text = if object["apiVersion"] == api_version.as_str() {
+                serde_json::to_string(&**object)
+            } else {
+                serde_json::to_string(&crate::server::versioned(object, rt))
+            };
+            items.push_str(&text.map_err(|e| ApiError::internal(e.to_string()))?);
         }
         let mut metadata = json!({"resourceVersion": self.rv.to_string()});
         if let Some(token) = next {
             metadata["continue"] = json!(token);
         }
-        Ok(json!({
-            "apiVersion": rt.api_version(),
-            "kind": format!("{}List", rt.kind),
-            "metadata": metadata,
-            "items": items,
-        }))
+        Ok(format!(
+            "{{\"apiVersion\":{},\"kind\":{},\"metadata\":{metadata},\"items\":[{items}]}}",
+            json!(api_version),
+            json!(format!("{}List", rt.kind)),
+        ))
     }
 
     /// POST: creates an object.
