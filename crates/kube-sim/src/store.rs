@@ -409,6 +409,7 @@ impl Store {
         let mut items = String::with_capacity(4096);
         let mut count = 0_usize;
         let mut next = None;
+        let mut last: Option<&ObjectKey> = None;
         let candidates = self
             .objects_of(&rt.key())
             .into_iter()
@@ -420,9 +421,11 @@ impl Store {
                 continue;
             }
             if limit.is_some_and(|l| l > 0 && count >= l) {
-                next = Some(encode_continue(k));
+                // More remain: continue after the last key returned.
+                next = last.map(encode_continue);
                 break;
             }
+            last = Some(k);
             if count > 0 {
                 items.push(',');
             }

@@ -2,7 +2,7 @@
 //! (kubectl, helm 3, helm 4) run against a [`KubeSim`] with their caches and state in the test's
 //! own directory, so tests share nothing.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // Shared by several test binaries.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // Shared by several test binaries.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
