@@ -4,8 +4,9 @@
 //! working against it unmodified (see `../shared/reference/kube-sim-surface.md`).
 //!
 //! Two ways to run it: [`KubeSim::start`] on a free loopback port for tests (stopped on drop),
-//! and the `kube-sim` binary for the demo. It speaks plain HTTP on loopback; HTTPS and
-//! authentication are not implemented. Not a validator: schemas, immutable fields and
+//! and the `kube-sim` binary for the demo. It speaks plain HTTP on loopback by default, or HTTPS
+//! with a self-signed certificate and a bearer token ([`Config::tls`], [`Config::token`]) so the
+//! clients' TLS and token paths are exercised too. Not a validator: schemas, immutable fields and
 //! admission are not checked, so a test can pass here that a real cluster would refuse.
 
 pub mod controllers;
@@ -21,6 +22,7 @@ pub mod stats;
 pub mod status;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -42,6 +44,11 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Events kept for watches to resume from.
     pub history: usize,
+    /// Serve HTTPS with this certificate (see [`tls::TlsMaterial::self_signed`]); the
+    /// kubeconfig carries it as the certificate authority.
+    pub tls: Option<tls::TlsMaterial>,
+    /// Require `Authorization: Bearer <token>` on every request; the kubeconfig carries it.
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -50,7 +57,27 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_file: None,
             history: store::DEFAULT_HISTORY,
+            tls: None,
+            token: None,
         }
+    }
+}
+
+impl Config {
+    /// How clients reach a server started with this configuration.
+    #[must_use]
+    pub fn access(&self) -> Access {
+        Access {
+            certificate_pem: self.tls.as_ref().map(|m| m.certificate_pem.clone()),
+            token: self.token.clone(),
+        }
+    }
+
+    /// The URL of a server started with this configuration at `address`.
+    #[must_use]
+    pub fn url(&self, address: SocketAddr) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{address}")
     }
 }
 
@@ -69,11 +96,15 @@ pub enum StartError {
     /// The runtime could not be built or the state file read.
     #[error("failed to start kube-sim: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The TLS certificate could not be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running kube-sim, stopped when dropped.
 pub struct KubeSim {
     url: String,
+    access: Access,
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -87,11 +118,40 @@ impl std::fmt::Debug for KubeSim {
     }
 }
 
+/// How clients reach a server: its certificate authority (HTTPS) and bearer token, if any.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// The server certificate in PEM, when serving HTTPS.
+    pub certificate_pem: Option<String>,
+    /// The bearer token, when one is required.
+    pub token: Option<String>,
+}
+
 /// A kubeconfig for a server at `url` (plain HTTP, no credentials), default namespace `default`.
 #[must_use]
 pub fn kubeconfig(url: &str) -> String {
+    kubeconfig_with(url, &Access::default())
+}
+
+/// A kubeconfig for a server at `url` reached with `access`.
+#[must_use]
+pub fn kubeconfig_with(url: &str, access: &Access) -> String {
+    use base64::Engine as _;
+    let ca = access
+        .certificate_pem
+        .as_ref()
+        .map_or_else(String::new, |pem| {
+            format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        });
+    let user = access
+        .token
+        .as_ref()
+        .map_or_else(|| "{}".to_owned(), |t| format!("\n    token: {t}"));
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}{ca}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {user}\n"
     )
 }
 
@@ -143,21 +203,29 @@ pub async fn serve(
             source,
         })?;
     let address = listener.local_addr().map_err(StartError::Runtime)?;
-    let shared = Arc::new(Shared::new(load_store(&config)?, address.to_string()));
+    let shared = Arc::new(shared_state(&config, address)?);
     run(
         listener,
         Arc::clone(&shared),
         config.state_file.clone(),
+        config.tls.clone(),
         shutdown,
     )
     .await;
     Ok(address)
 }
 
+fn shared_state(config: &Config, address: SocketAddr) -> Result<Shared, StartError> {
+    let mut shared = Shared::new(load_store(config)?, address.to_string());
+    shared.token = config.token.clone();
+    Ok(shared)
+}
+
 async fn run(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     state_file: Option<PathBuf>,
+    material: Option<tls::TlsMaterial>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     if let Some(path) = state_file.clone() {
@@ -177,12 +245,17 @@ async fn run(
         }
     });
     let app = server::app(Arc::clone(&shared));
-    tokio::select! {
-        result = axum::serve(listener, app) => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "kube-sim server stopped");
-            }
+    let served = async move {
+        let result = match material {
+            Some(material) => axum::serve(tls::TlsListener::new(listener, &material), app).await,
+            None => axum::serve(listener, app).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "kube-sim server stopped");
         }
+    };
+    tokio::select! {
+        () = served => {}
         () = shutdown => {}
     }
     if let Some(path) = state_file {
@@ -215,7 +288,10 @@ impl KubeSim {
             .set_nonblocking(true)
             .map_err(StartError::Runtime)?;
         let address = std_listener.local_addr().map_err(StartError::Runtime)?;
-        let shared = Arc::new(Shared::new(load_store(&config)?, address.to_string()));
+        let shared = Arc::new(shared_state(&config, address)?);
+        let material = config.tls.clone();
+        let access = config.access();
+        let scheme = if material.is_some() { "https" } else { "http" };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kube-sim")
@@ -231,7 +307,7 @@ impl KubeSim {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(std_listener) {
                         Ok(listener) => {
-                            run(listener, served, state_file, async {
+                            run(listener, served, state_file, material, async {
                                 let _ = rx.await;
                             })
                             .await;
@@ -245,7 +321,8 @@ impl KubeSim {
             })
             .map_err(StartError::Runtime)?;
         Ok(Self {
-            url: format!("http://{address}"),
+            url: format!("{scheme}://{address}"),
+            access,
             shared,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -258,10 +335,10 @@ impl KubeSim {
         &self.url
     }
 
-    /// A kubeconfig for this server.
+    /// A kubeconfig for this server (with its certificate authority and token, if any).
     #[must_use]
     pub fn kubeconfig(&self) -> String {
-        kubeconfig(&self.url)
+        kubeconfig_with(&self.url, &self.access)
     }
 
     /// Writes [`KubeSim::kubeconfig`] to `path`.

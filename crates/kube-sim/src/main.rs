@@ -18,6 +18,12 @@ struct Args {
     /// Keep the store in this file across restarts.
     #[arg(long, env = "KUBE_SIM_STATE")]
     state: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate (written into the kubeconfig).
+    #[arg(long, env = "KUBE_SIM_TLS")]
+    tls: bool,
+    /// Require this bearer token on every request (written into the kubeconfig).
+    #[arg(long, env = "KUBE_SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -26,22 +32,35 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
+    let tls = match args
+        .tls
+        .then(kube_sim::tls::TlsMaterial::self_signed)
+        .transpose()
+    {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let config = kube_sim::Config {
         listen: args.listen,
         state_file: args.state,
+        tls,
+        token: args.token,
         ..kube_sim::Config::default()
     };
-    if let Some(path) = &args.kubeconfig_out {
-        let url = format!("http://{}", args.listen);
-        if let Err(e) = std::fs::write(path, kube_sim::kubeconfig(&url)) {
-            eprintln!(
-                "error: failed to write the kubeconfig to {}: {e}",
-                path.display()
-            );
-            return std::process::ExitCode::FAILURE;
-        }
+    let url = config.url(args.listen);
+    if let Some(path) = &args.kubeconfig_out
+        && let Err(e) = std::fs::write(path, kube_sim::kubeconfig_with(&url, &config.access()))
+    {
+        eprintln!(
+            "error: failed to write the kubeconfig to {}: {e}",
+            path.display()
+        );
+        return std::process::ExitCode::FAILURE;
     }
-    eprintln!("kube-sim: serving http://{} (Ctrl-C stops)", args.listen);
+    eprintln!("kube-sim: serving {url} (Ctrl-C stops)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

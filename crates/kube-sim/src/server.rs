@@ -38,6 +38,8 @@ pub struct Shared {
     store: Mutex<Store>,
     /// `host:port` the server listens on, for `/api`'s `serverAddressByClientCIDRs`.
     pub address: String,
+    /// The bearer token every request must carry, when set.
+    pub token: Option<String>,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
         Self {
             store: Mutex::new(store),
             address,
+            token: None,
         }
     }
 
@@ -190,6 +193,15 @@ fn manager_from_user_agent(headers: &HeaderMap) -> Option<String> {
 /// The single request handler.
 pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Some(token) = &shared.token {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if presented != Some(format!("Bearer {token}").as_str()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(bytes) => bytes,
         Err(e) => {

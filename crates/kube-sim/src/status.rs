@@ -186,6 +186,12 @@ impl ApiError {
         error
     }
 
+    /// 401 `Unauthorized`: no or a wrong bearer token.
+    #[must_use]
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 405 `MethodNotAllowed`.
     #[must_use]
     pub fn method_not_allowed(verb: &str, resource: &str) -> Self {

@@ -344,3 +344,46 @@ async fn the_state_file_keeps_objects_and_crds_across_restarts() {
         "the CRD's resource is served again"
     );
 }
+
+#[tokio::test]
+async fn https_with_a_bearer_token_serves_kube_rs_and_refuses_strangers() {
+    let config = Config {
+        tls: Some(kube_sim::tls::TlsMaterial::self_signed().unwrap()),
+        token: Some("s3cret-token".to_owned()),
+        ..Config::default()
+    };
+    let sim = KubeSim::start_with(config).unwrap();
+    assert!(sim.url().starts_with("https://127.0.0.1:"));
+    let api: Api<ConfigMap> = Api::namespaced(support::kube_client(&sim).await, "default");
+    api.create(&PostParams::default(), &config_map("secure", json!({})))
+        .await
+        .unwrap();
+
+    let mut wrong = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
+    wrong.auth_infos[0].auth_info.as_mut().unwrap().token = Some("wrong".to_owned().into());
+    let config =
+        kube::Config::from_custom_kubeconfig(wrong, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    let stranger: Api<ConfigMap> =
+        Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    match stranger.get("secure").await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.reason.as_str(), status.code), ("Unauthorized", 401))
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
+
+#[test]
+fn https_with_a_bearer_token_serves_kubectl() {
+    let config = Config {
+        tls: Some(kube_sim::tls::TlsMaterial::self_signed().unwrap()),
+        token: Some("kubectl-token".to_owned()),
+        ..Config::default()
+    };
+    let sim = KubeSim::start_with(config).unwrap();
+    let kubectl = support::Client::new("kubectl".into(), &sim, "kubectl-tls");
+    let namespaces = kubectl.run(&["get", "namespaces", "-o", "name"]);
+    assert!(namespaces.contains("namespace/default"), "{namespaces}");
+}
