@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
+use crate::json_patch::values_equal;
 use crate::{ListType, MergeRules};
 
 /// Manager that kube-apiserver credits with the existing fields of an object first applied to
@@ -1133,24 +1134,6 @@ fn write_canonical(value: &Value, out: &mut String) {
             out.push('}');
         }
         other => out.push_str(&other.to_string()),
-    }
-}
-
-/// JSON equality where `1` equals `1.0`.
-fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x == y || x.as_f64().zip(y.as_f64()).is_some_and(|(x, y)| x == y)
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| values_equal(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
-        }
-        _ => a == b,
     }
 }
 

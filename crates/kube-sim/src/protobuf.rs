@@ -400,7 +400,9 @@ const MAX_GROUP_DEPTH: usize = 64;
 const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
 
 /// Seconds of 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the range RFC 3339 can express.
+#[cfg(test)]
 const MIN_RFC3339_SECONDS: i64 = -62_167_219_200;
+#[cfg(test)]
 const MAX_RFC3339_SECONDS: i64 = 253_402_300_799;
 
 /// Seconds of Go's zero `time.Time` (0001-01-01T00:00:00Z), which JSON renders as null.
@@ -811,29 +813,11 @@ fn decode_time(bytes: &[u8]) -> Result<Option<String>, ProtobufError> {
 
 /// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 fn format_rfc3339(seconds: i64) -> Result<String, ProtobufError> {
-    if !(MIN_RFC3339_SECONDS..=MAX_RFC3339_SECONDS).contains(&seconds) {
-        return Err(malformed(format!(
+    crate::time::format_rfc3339_signed(seconds).ok_or_else(|| {
+        malformed(format!(
             "Time of {seconds} seconds is outside the years 0000-9999"
-        )));
-    }
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    // Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Ok(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    ))
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -11,18 +11,30 @@ pub fn now_rfc3339() -> String {
     format_rfc3339(secs)
 }
 
-/// Formats seconds since the Unix epoch as RFC 3339 UTC.
+/// Formats seconds since the Unix epoch as RFC 3339 UTC (the last second of 9999 beyond it).
 #[must_use]
 pub fn format_rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    format!(
+    format_rfc3339_signed(i64::try_from(secs).unwrap_or(i64::MAX))
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_owned())
+}
+
+/// Formats seconds since the Unix epoch (negative before 1970) as RFC 3339 UTC, or `None`
+/// outside the years 0000–9999 that the format can spell.
+#[must_use]
+pub fn format_rfc3339_signed(secs: i64) -> Option<String> {
+    const MIN: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+    const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    if !(MIN..=MAX).contains(&secs) {
+        return None;
+    }
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    Some(format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60
-    )
+    ))
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -50,5 +62,10 @@ mod tests {
         assert_eq!(super::format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::format_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(super::format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            super::format_rfc3339_signed(-1).as_deref(),
+            Some("1969-12-31T23:59:59Z")
+        );
+        assert_eq!(super::format_rfc3339_signed(253_402_300_800), None);
     }
 }
