@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// Kills the server when dropped, so no process outlives the benchmark.
-struct Server(Child);
+/// Kills the process when dropped, so none outlives the benchmark.
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -23,13 +23,13 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("failed to read the server's /proc status")?;
     status
@@ -42,9 +42,41 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// Runs the benchmark named `name`.
 pub(crate) fn run(root: &Path, name: &str, count: usize, concurrency: usize) -> anyhow::Result<()> {
-    if name != "kube-sim" {
-        bail!("unknown benchmark {name:?}; known: kube-sim");
+    match name {
+        "kube-sim" => kube_sim(root, count, concurrency),
+        "sync" => crate::bench_sync::run(root),
+        _ => bail!("unknown benchmark {name:?}; known: kube-sim, sync"),
     }
+}
+
+/// Starts a release-built kube-sim on a free port; returns it and its URL.
+pub(crate) fn start_kube_sim(server_bin: &Path) -> anyhow::Result<(Server, String)> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let child = Command::new(server_bin)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("failed to start kube-sim")?;
+    let server = Server(child);
+    wait_for_port(port)?;
+    Ok((server, url))
+}
+
+/// Waits until something listens on `port` of 127.0.0.1.
+pub(crate) fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn kube_sim(root: &Path, count: usize, concurrency: usize) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     println!("bench: building kube-sim and its load client (release)");
     let status = Command::new(&cargo)
@@ -69,22 +101,7 @@ pub(crate) fn run(root: &Path, name: &str, count: usize, concurrency: usize) -> 
     let server_bin = target.join("release/kube-sim");
     let client_bin = target.join("release/examples/bench");
 
-    let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
-    let child = Command::new(&server_bin)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("failed to start kube-sim")?;
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("kube-sim did not listen on {url}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (server, url) = start_kube_sim(&server_bin)?;
     let idle_rss = peak_rss_kib(server.0.id())?;
 
     println!(

@@ -1,46 +1,387 @@
-//! `flux-agent`: GitOps agent: syncs a git config repo to the cluster and automates image updates.
+//! `flux-agent`: keeps a cluster equal to a git config repository (Flux v1's fluxd, git -> cluster
+//! half). Image automation (registry -> git) arrives with a later issue.
 //!
-//! This crate is a skeleton: it parses its command line so that `--help` and `--version` work
-//! and the workspace layout is in place. The behaviour arrives with issue #4; until then
-//! [`run`] reports that it is not built yet instead of pretending to work.
+//! [`run`] wires the modules together: the deploy key ([`identity`]), the git mirror ([`git`]),
+//! reading manifests ([`manifests`], [`generate`]), applying and collecting them ([`sync`]),
+//! the sync marker ([`state`]), the HTTP API ([`api`]) and metrics ([`metrics`]). The loop
+//! fetches every `--git-poll-interval`, syncs on a new commit, every `--sync-interval` and when
+//! asked (`POST /api/flux/v11/notify`), one sync at a time, each bounded by `--sync-timeout`.
+//! The marker moves only to a revision applied without errors.
 
-use clap::Parser;
+pub mod api;
+pub mod args;
+pub mod generate;
+pub mod git;
+pub mod identity;
+pub mod manifests;
+pub mod metrics;
+pub mod state;
+pub mod sync;
 
-/// Command-line arguments of `flux-agent`. Every flag can also be set from an environment variable.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "flux-agent",
-    version,
-    about = "GitOps agent: syncs a git config repo to the cluster and automates image updates"
-)]
-pub struct Args {}
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Errors returned by [`run`].
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+
+pub use args::Args;
+
+use api::AgentState;
+use git::{GitConfig, Mirror, SshConfig};
+use identity::KeySecret;
+use manifests::LoadOptions;
+use state::SyncMarker;
+use sync::{GcMode, SyncConfig, SyncReport, Syncer};
+
+/// The agent's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Longest wait between retries of an unreachable repository.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The component is a skeleton; the named issue builds it.
-    #[error("flux-agent is not built yet (see issue #{issue}); only --help and --version work")]
-    NotBuiltYet {
-        /// The issue that builds this component.
-        issue: u32,
+pub enum AgentError {
+    /// No cluster configuration, or the cluster refused.
+    #[error("failed to connect to the cluster")]
+    Kube(#[from] kube::Error),
+    /// The deploy key could not be read or stored.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    /// A listener could not be bound, or the work directory prepared.
+    #[error("failed to {action}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
     },
 }
 
-/// Runs `flux-agent` with the given arguments.
+fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let action = action.into();
+    move |source| AgentError::Io { action, source }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs the agent until Ctrl-C / SIGTERM.
 ///
 /// # Errors
 ///
-/// Always [`Error::NotBuiltYet`] for now.
-pub fn run(_args: Args) -> Result<(), Error> {
-    Err(Error::NotBuiltYet { issue: 4 })
+/// When the cluster, the deploy key or a listener cannot be set up.
+pub async fn run(args: Args) -> Result<(), AgentError> {
+    let client = kube::Client::try_default().await?;
+    run_until(args, client, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
+/// The known_hosts file ssh verifies host keys against: `--ssh-known-hosts`, else the
+/// `known_hosts` key of the deploy-key Secret written to the work directory, else an empty file
+/// (so an unknown host is refused, never trusted).
+async fn known_hosts(
+    args: &Args,
+    secrets: &Api<Secret>,
+    work_dir: &Path,
+) -> Result<PathBuf, AgentError> {
+    if let Some(path) = &args.ssh_known_hosts {
+        return Ok(path.clone());
+    }
+    let from_secret = secrets
+        .get_opt(&args.k8s_secret_name)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("known_hosts").map(|b| b.0.clone()))
+        .unwrap_or_default();
+    let path = work_dir.join("known_hosts");
+    std::fs::write(&path, from_secret).map_err(io("write the known_hosts file"))?;
+    Ok(path)
+}
 
-    #[test]
-    fn command_line_definition_is_consistent() {
-        super::Args::command().debug_assert();
+/// Runs the agent against `client` until `shutdown` resolves (tests and the demo call this).
+///
+/// # Errors
+///
+/// When the deploy key or a listener cannot be set up.
+pub async fn run_until(
+    args: Args,
+    client: kube::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let namespace = client.default_namespace().to_owned();
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("flux-agent-{}", std::process::id())));
+    std::fs::create_dir_all(&work_dir).map_err(io(format!(
+        "create the work directory {}",
+        work_dir.display()
+    )))?;
+    let key_secret = KeySecret {
+        namespace: namespace.clone(),
+        name: args.k8s_secret_name.clone(),
+        key: args.k8s_secret_data_key.clone(),
+    };
+    let identity = identity::load_or_generate(&client, &key_secret).await?;
+    let identity_file = work_dir.join("identity");
+    identity.write_private_key(&identity_file)?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let known_hosts_file = known_hosts(&args, &secrets, &work_dir).await?;
+    let paths = args.paths();
+    let git_config = GitConfig {
+        url: args.git_url.clone(),
+        branch: args.git_branch.clone(),
+        timeout: args.git_timeout.0,
+        sync_tag: args.sync_tag().to_owned(),
+        user: args.git_user.clone(),
+        email: args.git_email.clone(),
+        ssh: Some(SshConfig {
+            identity_file,
+            known_hosts_file,
+        }),
+    };
+    let mirror = Arc::new(Mutex::new(Mirror::new(
+        git_config,
+        &work_dir.join("mirror"),
+    )));
+    let marker = if args.git_readonly || args.sync_state == args::SyncStateKind::Secret {
+        SyncMarker::Secret {
+            api: Box::new(secrets.clone()),
+            name: args.k8s_secret_name.clone(),
+        }
+    } else {
+        SyncMarker::Git
+    };
+    let safe_url = git::safe_url(&args.git_url);
+    let state = Arc::new(AgentState {
+        version: VERSION.to_owned(),
+        public_key: identity.public_key().to_owned(),
+        fingerprint: identity.fingerprint(),
+        safe_url: safe_url.clone(),
+        branch: args.git_branch.clone(),
+        paths: paths.clone(),
+        mirror: Arc::clone(&mirror),
+        synced: Mutex::new(None),
+        wake: tokio::sync::Notify::new(),
+        metrics: metrics::Metrics::new()?,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen.0)
+        .await
+        .map_err(io(format!("listen on {}", args.listen.0)))?;
+    tracing::info!(address = %listener.local_addr().map_err(io("read the listen address"))?, "serving the API");
+    let router = api::router(Arc::clone(&state), args.listen_metrics.is_none());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    if let Some(address) = args.listen_metrics {
+        let metrics_listener = tokio::net::TcpListener::bind(address.0)
+            .await
+            .map_err(io(format!("listen on {}", address.0)))?;
+        let router = api::metrics_router(Arc::clone(&state));
+        tokio::spawn(async move {
+            let _ = axum::serve(metrics_listener, router).await;
+        });
+    }
+    let gc = match (
+        args.sync_garbage_collection,
+        args.sync_garbage_collection_dry,
+    ) {
+        (_, true) => GcMode::Dry,
+        (true, false) => GcMode::On,
+        (false, false) => GcMode::Off,
+    };
+    let sync_config = SyncConfig {
+        sync_set: sync::sync_set_name(&safe_url, &args.git_branch, &paths),
+        gc,
+        force_conflicts: args.sync_force_conflicts,
+        allowed_namespaces: args.k8s_allow_namespace.clone(),
+    };
+    let load_options = LoadOptions {
+        default_namespace: args
+            .k8s_default_namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone()),
+        manifest_generation: args.manifest_generation,
+        generator_timeout: args.sync_timeout.0,
+    };
+    let mut agent = Loop {
+        args,
+        state,
+        marker,
+        syncer: Syncer::new(client),
+        sync_config,
+        load_options,
+        work_dir,
+        paths,
+    };
+    tokio::select! {
+        () = agent.run() => {}
+        () = shutdown => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// The fetch-and-sync loop.
+struct Loop {
+    args: Args,
+    state: Arc<AgentState>,
+    marker: SyncMarker,
+    syncer: Syncer,
+    sync_config: SyncConfig,
+    load_options: LoadOptions,
+    work_dir: PathBuf,
+    paths: Vec<String>,
+}
+
+impl Loop {
+    async fn run(&mut self) {
+        let mut synced_head: Option<String> = None;
+        let mut last_sync = Instant::now();
+        let mut backoff = Duration::from_secs(1);
+        match self.marker.get(&self.state.mirror).await {
+            Ok(marker) => *lock(&self.state.synced) = marker,
+            Err(e) => tracing::warn!(error = %e, "failed to read the sync marker"),
+        }
+        loop {
+            let mirror = Arc::clone(&self.state.mirror);
+            let refreshed = tokio::task::spawn_blocking(move || lock(&mirror).refresh()).await;
+            let mut wait = self.args.git_poll_interval.0;
+            match refreshed {
+                Ok(Ok(head)) => {
+                    self.state.metrics.git_ready.set(1);
+                    backoff = Duration::from_secs(1);
+                    let due = last_sync.elapsed() >= self.args.sync_interval.0;
+                    if synced_head.as_deref() != Some(head.as_str()) || due {
+                        self.state.metrics.queue_length.set(1);
+                        if self.sync(&head).await {
+                            synced_head = Some(head);
+                        }
+                        self.state.metrics.queue_length.set(0);
+                        last_sync = Instant::now();
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.state.metrics.git_ready.set(0);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "failed to fetch the config repository; keeping the last synced state");
+                    wait = wait.min(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(_) => tracing::error!("the git task stopped unexpectedly"),
+            }
+            let sleep_for = wait.min(
+                self.args
+                    .sync_interval
+                    .0
+                    .saturating_sub(last_sync.elapsed())
+                    .max(Duration::from_millis(100)),
+            );
+            tokio::select! {
+                () = tokio::time::sleep(sleep_for) => {}
+                () = self.state.wake.notified() => {
+                    synced_head = None;
+                }
+            }
+        }
+    }
+
+    /// One sync of `head`; true when it was applied without errors.
+    async fn sync(&mut self, head: &str) -> bool {
+        let started = Instant::now();
+        let timeout = self.args.sync_timeout.0;
+        let outcome = tokio::time::timeout(timeout, self.sync_inner(head)).await;
+        let clean = match outcome {
+            Ok(Ok((loaded_errors, report))) => {
+                let failures = loaded_errors.len() + report.errors.len();
+                let succeeded = report.applied.len() + report.unchanged;
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    self.state
+                        .metrics
+                        .sync_manifests
+                        .with_label_values(&["true"])
+                        .set(succeeded as f64);
+                    self.state
+                        .metrics
+                        .sync_manifests
+                        .with_label_values(&["false"])
+                        .set(failures as f64);
+                }
+                for error in &loaded_errors {
+                    tracing::error!(%error, "manifest not read");
+                }
+                for error in &report.errors {
+                    tracing::error!(%error, "object not synced");
+                }
+                tracing::info!(
+                    revision = head,
+                    applied = report.applied.len(),
+                    unchanged = report.unchanged,
+                    deleted = report.deleted.len(),
+                    would_delete = ?report.would_delete,
+                    errors = failures,
+                    "sync finished"
+                );
+                failures == 0 && report.gc_skipped.is_none()
+            }
+            Ok(Err(message)) => {
+                tracing::error!(revision = head, error = %message, "sync failed");
+                false
+            }
+            Err(_) => {
+                tracing::error!(revision = head, ?timeout, "sync timed out");
+                false
+            }
+        };
+        self.state
+            .metrics
+            .sync_duration
+            .with_label_values(&[if clean { "true" } else { "false" }])
+            .observe(started.elapsed().as_secs_f64());
+        if clean {
+            let readonly_git = self.args.git_readonly && matches!(self.marker, SyncMarker::Git);
+            if !readonly_git {
+                match self.marker.set(&self.state.mirror, head).await {
+                    Ok(()) => *lock(&self.state.synced) = Some(head.to_owned()),
+                    Err(e) => tracing::error!(error = %e, "failed to move the sync marker"),
+                }
+            }
+        }
+        clean
+    }
+
+    async fn sync_inner(
+        &mut self,
+        head: &str,
+    ) -> Result<(Vec<manifests::ManifestError>, SyncReport), String> {
+        let export = self.work_dir.join("export");
+        let _ = std::fs::remove_dir_all(&export);
+        let mirror = Arc::clone(&self.state.mirror);
+        let (target, rev) = (export.clone(), head.to_owned());
+        tokio::task::spawn_blocking(move || lock(&mirror).export(&rev, &target))
+            .await
+            .map_err(|_| "the git task stopped unexpectedly".to_owned())?
+            .map_err(|e| format!("failed to export {head}: {e}"))?;
+        self.syncer
+            .discover()
+            .await
+            .map_err(|e| format!("failed to discover the API: {e}"))?;
+        let loaded = tokio::task::block_in_place(|| {
+            manifests::load(&export, &self.paths, &self.load_options, &self.syncer.api)
+        });
+        let report = self.syncer.sync(&loaded, &self.sync_config).await;
+        let _ = std::fs::remove_dir_all(&export);
+        Ok((loaded.errors, report))
     }
 }

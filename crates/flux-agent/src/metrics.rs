@@ -1,0 +1,91 @@
+//! Prometheus metrics with Flux v1's names (`pkg/daemon/metrics.go`, `pkg/git/metrics.go`,
+//! `pkg/http/daemon/server.go`), so existing dashboards and alerts keep working:
+//! `flux_daemon_sync_duration_seconds{success}`, `flux_daemon_sync_manifests{success}`,
+//! `flux_daemon_queue_length_count`, `flux_git_ready`,
+//! `flux_request_duration_seconds{method,route,status_code}`. One struct, registered in one call.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Errors registering metrics (a programming error: a duplicate name).
+#[derive(Debug, thiserror::Error)]
+#[error("failed to register the agent's metrics")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// The agent's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Duration of a whole sync.
+    pub sync_duration: HistogramVec,
+    /// Manifests synced, by success.
+    pub sync_manifests: GaugeVec,
+    /// Sync requests waiting.
+    pub queue_length: IntGauge,
+    /// 1 when the git mirror is ready, else 0.
+    pub git_ready: IntGauge,
+    /// HTTP API request durations.
+    pub request_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Errors
+    ///
+    /// Never in practice: only on duplicate registration.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let sync_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "flux_daemon_sync_duration_seconds",
+                "Duration of git-to-cluster synchronisation, in seconds.",
+            )
+            .buckets(vec![
+                0.5, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 75.0, 90.0, 120.0, 240.0,
+            ]),
+            &["success"],
+        )?;
+        let sync_manifests = GaugeVec::new(
+            Opts::new(
+                "flux_daemon_sync_manifests",
+                "Number of synchronised manifests, by outcome.",
+            ),
+            &["success"],
+        )?;
+        let queue_length = IntGauge::new(
+            "flux_daemon_queue_length_count",
+            "Count of sync requests waiting in the queue.",
+        )?;
+        let git_ready = IntGauge::new("flux_git_ready", "Status of the git mirror (1 = ready).")?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "flux_request_duration_seconds",
+                "Time (in seconds) spent serving HTTP requests.",
+            ),
+            &["method", "route", "status_code"],
+        )?;
+        registry.register(Box::new(sync_duration.clone()))?;
+        registry.register(Box::new(sync_manifests.clone()))?;
+        registry.register(Box::new(queue_length.clone()))?;
+        registry.register(Box::new(git_ready.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        Ok(Self {
+            registry,
+            sync_duration,
+            sync_manifests,
+            queue_length,
+            git_ready,
+            request_duration,
+        })
+    }
+
+    /// The exposition text for `/metrics`.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
