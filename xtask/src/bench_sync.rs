@@ -25,7 +25,7 @@ fn write_repo(dir: &Path) -> anyhow::Result<usize> {
         let ns_dir = dir.join(&ns);
         std::fs::create_dir_all(&ns_dir)?;
         std::fs::write(
-            ns_dir.join("namespace.yaml"),
+            ns_dir.join("00-namespace.yaml"),
             format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"),
         )?;
         count += 1;

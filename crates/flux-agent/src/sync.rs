@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures::StreamExt as _;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Discovery, Scope, verbs};
@@ -277,8 +278,30 @@ fn allowed(config: &SyncConfig, manifest: &Manifest) -> bool {
     }
 }
 
-/// The live objects of one kind, by namespace and name.
-type LiveObjects = HashMap<(String, String), Value>;
+/// What a live object is, compared with its manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Live {
+    /// `fluxcd.io/ignore: "true"` on the live object.
+    Ignored,
+    /// Carries the manifest's checksum and mark and contains every field of it.
+    InPlace,
+    /// Anything else: apply.
+    Different,
+}
+
+/// Objects per page when listing live objects.
+const LIST_PAGE: u32 = 500;
+
+/// Server-side applies in flight at once.
+const APPLY_CONCURRENCY: usize = 16;
+
+/// Whether `live` already is `manifest` as the agent applies it: same checksum and gc-mark, and
+/// every field of the manifest in place.
+fn in_place(live: &Value, manifest: &Manifest, checksum: &str, mark: &str) -> bool {
+    live["metadata"]["annotations"][SYNC_CHECKSUM] == checksum
+        && live["metadata"]["labels"][SYNC_GC_MARK] == mark
+        && contains(live, &manifest.object)
+}
 
 /// Applies manifests and collects garbage against one cluster.
 pub struct Syncer {
@@ -309,24 +332,46 @@ impl Syncer {
         Ok(())
     }
 
-    async fn live_objects(
+    /// What the cluster holds of the manifests of one kind: for each `(namespace, name)` that a
+    /// manifest names, whether the live object is ignored or already in place. Read page by page
+    /// and compared as it arrives, so no copy of the live objects is kept.
+    async fn live_status(
         &self,
         resource: &ApiResource,
         caps: &ApiCapabilities,
-    ) -> Result<LiveObjects, kube::Error> {
+        desired: &HashMap<(String, String), (&Manifest, String, String)>,
+    ) -> Result<HashMap<(String, String), Live>, kube::Error> {
         let api = api_for(&self.client, resource, caps, None);
-        let list = api.list(&ListParams::default()).await?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|o| {
+        let mut status = HashMap::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = api.list(&params).await?;
+            for object in page.items {
                 let key = (
-                    o.metadata.namespace.clone().unwrap_or_default(),
-                    o.metadata.name.clone()?,
+                    object.metadata.namespace.clone().unwrap_or_default(),
+                    object.metadata.name.clone().unwrap_or_default(),
                 );
-                Some((key, serde_json::to_value(o).ok()?))
-            })
-            .collect())
+                let Some((manifest, checksum, mark)) = desired.get(&key) else {
+                    continue;
+                };
+                let Ok(live) = serde_json::to_value(object) else {
+                    continue;
+                };
+                let state = if ignore_of(&live) == Ignore::Always {
+                    Live::Ignored
+                } else if in_place(&live, manifest, checksum, mark) {
+                    Live::InPlace
+                } else {
+                    Live::Different
+                };
+                status.insert(key, state);
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        Ok(status)
     }
 
     /// Syncs `loaded` into the cluster.
@@ -341,104 +386,133 @@ impl Syncer {
             report.gc_skipped = Some("the API could not be discovered".into());
             return report;
         }
-        let mut manifests: Vec<&Manifest> = loaded.manifests.iter().collect();
-        manifests.sort_by(|a, b| (kind_rank(&a.kind), &a.id).cmp(&(kind_rank(&b.kind), &b.id)));
-        let mut live_by_kind: HashMap<(String, String), LiveObjects> = HashMap::new();
-        let mut current_rank = None;
-        for manifest in manifests {
-            let rank = kind_rank(&manifest.kind);
-            if current_rank == Some(1) && rank > 1 {
+        // Kinds in apply order, each with its manifests.
+        let mut by_kind: BTreeMap<(u8, String, String), Vec<&Manifest>> = BTreeMap::new();
+        for manifest in &loaded.manifests {
+            let id = manifest.id.to_string();
+            if !allowed(config, manifest) {
+                report.excluded.push(id);
+            } else if ignore_of(&manifest.object) == Ignore::Always {
+                report.ignored.push(id);
+            } else {
+                by_kind
+                    .entry((
+                        kind_rank(&manifest.kind),
+                        manifest.kind.clone(),
+                        manifest.api_version.clone(),
+                    ))
+                    .or_default()
+                    .push(manifest);
+            }
+        }
+        let mut crds_applied = false;
+        for ((rank, kind, api_version), manifests) in by_kind {
+            if crds_applied && rank > 1 {
                 // CRDs were applied: their kinds must be servable before anything uses them.
                 let _ = self.api.refresh(&self.client).await;
+                crds_applied = false;
             }
-            current_rank = Some(rank);
-            let id = manifest.id.to_string();
-            let fail = |message: String| SyncError {
-                id: id.clone(),
-                source: manifest.source.clone(),
-                message,
-            };
-            if !allowed(config, manifest) {
-                report.excluded.push(id.clone());
-                continue;
-            }
-            if ignore_of(&manifest.object) == Ignore::Always {
-                report.ignored.push(id.clone());
-                continue;
-            }
-            let Some((resource, caps)) = self.api.resolve(&manifest.api_version, &manifest.kind)
-            else {
-                report.errors.push(fail(format!(
-                    "no resource of kind {} in {} is served by the cluster",
-                    manifest.kind, manifest.api_version
-                )));
+            let Some((resource, caps)) = self.api.resolve(&api_version, &kind) else {
+                for manifest in manifests {
+                    report.errors.push(SyncError {
+                        id: manifest.id.to_string(),
+                        source: manifest.source.clone(),
+                        message: format!(
+                            "no resource of kind {kind} in {api_version} is served by the cluster"
+                        ),
+                    });
+                }
                 continue;
             };
-            let kind_key = (manifest.api_version.clone(), manifest.kind.clone());
-            if !live_by_kind.contains_key(&kind_key) {
-                match self.live_objects(&resource, &caps).await {
-                    Ok(live) => {
-                        live_by_kind.insert(kind_key.clone(), live);
+            let desired: HashMap<(String, String), (&Manifest, String, String)> = manifests
+                .iter()
+                .map(|m| {
+                    let key = (m.namespace.clone().unwrap_or_default(), m.name.clone());
+                    (
+                        key,
+                        (*m, checksum(&m.bytes), gc_mark(&config.sync_set, &m.id)),
+                    )
+                })
+                .collect();
+            let live = match self.live_status(&resource, &caps, &desired).await {
+                Ok(live) => live,
+                Err(e) => {
+                    for manifest in manifests {
+                        report.errors.push(SyncError {
+                            id: manifest.id.to_string(),
+                            source: manifest.source.clone(),
+                            message: format!("failed to list the live objects: {e}"),
+                        });
                     }
-                    Err(e) => {
-                        report
-                            .errors
-                            .push(fail(format!("failed to list the live objects: {e}")));
-                        continue;
-                    }
-                }
-            }
-            let desired = stamped(manifest, &config.sync_set);
-            let live_key = (
-                manifest.namespace.clone().unwrap_or_default(),
-                manifest.name.clone(),
-            );
-            let live = live_by_kind.get(&kind_key).and_then(|l| l.get(&live_key));
-            if let Some(live) = live {
-                if ignore_of(live) == Ignore::Always {
-                    report.ignored.push(id.clone());
                     continue;
                 }
-                if contains(live, &desired) {
-                    report.unchanged += 1;
-                    continue;
+            };
+            let mut to_apply = Vec::new();
+            for (key, (manifest, _, _)) in &desired {
+                match live.get(key) {
+                    Some(Live::Ignored) => report.ignored.push(manifest.id.to_string()),
+                    Some(Live::InPlace) => report.unchanged += 1,
+                    Some(Live::Different) | None => to_apply.push(*manifest),
                 }
             }
-            let api = api_for(
-                &self.client,
-                &resource,
-                &caps,
-                manifest.namespace.as_deref(),
-            );
+            to_apply.sort_by(|a, b| a.id.cmp(&b.id));
             let mut params = PatchParams::apply(FIELD_MANAGER);
             params.force = config.force_conflicts;
-            match api
-                .patch(&manifest.name, &params, &Patch::Apply(&desired))
-                .await
-            {
-                Ok(applied) => {
-                    report.applied.push(id.clone());
-                    if manifest.kind == "CustomResourceDefinition" {
-                        self.await_established(&manifest.name).await;
+            // Built eagerly so the stream holds futures, not a closure over borrows (which
+            // would make the whole sync future not Send).
+            let applies: Vec<_> = to_apply
+                .into_iter()
+                .map(|manifest| {
+                    let api = api_for(
+                        &self.client,
+                        &resource,
+                        &caps,
+                        manifest.namespace.as_deref(),
+                    );
+                    let params = params.clone();
+                    let object = stamped(manifest, &config.sync_set);
+                    async move {
+                        let result = match api
+                            .patch(&manifest.name, &params, &Patch::Apply(&object))
+                            .await
+                        {
+                            Ok(_) => Ok(()),
+                            Err(kube::Error::Api(status)) if status.code == 409 => Err(format!(
+                                "conflicts with other field managers: {}",
+                                status.message
+                            )),
+                            Err(e) => Err(format!("failed to apply: {e}")),
+                        };
+                        (manifest, result)
                     }
-                    if let Ok(value) = serde_json::to_value(applied)
-                        && let Some(live) = live_by_kind.get_mut(&kind_key)
-                    {
-                        live.insert(live_key, value);
+                })
+                .collect();
+            let outcomes: Vec<(&Manifest, Result<(), String>)> = futures::stream::iter(applies)
+                .buffer_unordered(APPLY_CONCURRENCY)
+                .collect()
+                .await;
+            for (manifest, result) in outcomes {
+                match result {
+                    Ok(()) => {
+                        report.applied.push(manifest.id.to_string());
+                        if manifest.kind == "CustomResourceDefinition" {
+                            crds_applied = true;
+                            self.await_established(&manifest.name).await;
+                        }
                     }
+                    Err(message) => report.errors.push(SyncError {
+                        id: manifest.id.to_string(),
+                        source: manifest.source.clone(),
+                        message,
+                    }),
                 }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    report.errors.push(fail(format!(
-                        "conflicts with other field managers: {}",
-                        status.message
-                    )));
-                }
-                Err(e) => report.errors.push(fail(format!("failed to apply: {e}"))),
             }
         }
-        if current_rank == Some(1) {
+        if crds_applied {
             let _ = self.api.refresh(&self.client).await;
         }
+        report.applied.sort();
+        report.errors.sort_by(|a, b| a.id.cmp(&b.id));
         self.collect_garbage(loaded, config, &mut report).await;
         report
     }
