@@ -202,9 +202,10 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         ])
         .arg(format!("--work-dir={}", scratch.join("agent").display()))
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,flux_agent=info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(scratch.join("agent.log"))?)
         .spawn()
         .context("failed to start flux-agent")?;
     let agent = Server(agent);
@@ -220,8 +221,14 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let noop = both - first;
     let rss = peak_rss_kib(agent.0.id())?;
     drop(agent);
+    let log = std::fs::read_to_string(scratch.join("agent.log")).unwrap_or_default();
+    let phases: Vec<&str> = log.lines().filter(|l| l.contains("sync phases")).collect();
     drop(sim);
-    let _ = std::fs::remove_dir_all(&scratch);
+    if std::env::var_os("FLUX_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        println!("bench: kept {}", scratch.display());
+    }
 
     #[allow(clippy::cast_precision_loss)]
     let per_second = count as f64 / first;
@@ -236,6 +243,12 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     #[allow(clippy::cast_precision_loss)]
     let rss_mib = rss as f64 / 1024.0;
     println!("  agent_rss_peak_mib={rss_mib:.1}");
+    for line in phases {
+        let detail = line
+            .split_once("sync phases")
+            .map_or(line, |(_, rest)| rest);
+        println!("  agent sync phases:{detail}");
+    }
     println!(
         "targets: >= 1000 objects/s first sync, >= 5x kubectl, no-op resync <= 1 s, RSS <= 32 MiB"
     );

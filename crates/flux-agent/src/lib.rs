@@ -225,6 +225,7 @@ pub async fn run_until(
         load_options,
         work_dir,
         paths,
+        cached: None,
     };
     tokio::select! {
         () = agent.run() => {}
@@ -243,6 +244,9 @@ struct Loop {
     load_options: LoadOptions,
     work_dir: PathBuf,
     paths: Vec<String>,
+    /// The manifests of the last revision read, reused while the head does not move (without
+    /// manifest generation, whose output may change between runs of the same revision).
+    cached: Option<(String, manifests::LoadedManifests)>,
 }
 
 impl Loop {
@@ -365,6 +369,30 @@ impl Loop {
         &mut self,
         head: &str,
     ) -> Result<(Vec<manifests::ManifestError>, SyncReport), String> {
+        let started = Instant::now();
+        self.syncer
+            .discover()
+            .await
+            .map_err(|e| format!("failed to discover the API: {e}"))?;
+        let reusable = !self.args.manifest_generation
+            && self.cached.as_ref().is_some_and(|(rev, _)| rev == head);
+        if !reusable {
+            self.cached = None;
+            let loaded = self.read_revision(head).await?;
+            self.cached = Some((head.to_owned(), loaded));
+        }
+        let read = started.elapsed();
+        let Some((_, loaded)) = &self.cached else {
+            return Err("no manifests were read".to_owned());
+        };
+        let report = self.syncer.sync(loaded, &self.sync_config).await;
+        tracing::info!(read = ?read, reused = reusable, apply = ?(started.elapsed() - read), manifests = loaded.manifests.len(), "sync phases");
+        let errors = loaded.errors.clone();
+        Ok((errors, report))
+    }
+
+    /// Exports `head` from the mirror and reads its manifests.
+    async fn read_revision(&self, head: &str) -> Result<manifests::LoadedManifests, String> {
         let export = self.work_dir.join("export");
         let _ = std::fs::remove_dir_all(&export);
         let mirror = Arc::clone(&self.state.mirror);
@@ -373,15 +401,10 @@ impl Loop {
             .await
             .map_err(|_| "the git task stopped unexpectedly".to_owned())?
             .map_err(|e| format!("failed to export {head}: {e}"))?;
-        self.syncer
-            .discover()
-            .await
-            .map_err(|e| format!("failed to discover the API: {e}"))?;
         let loaded = tokio::task::block_in_place(|| {
             manifests::load(&export, &self.paths, &self.load_options, &self.syncer.api)
         });
-        let report = self.syncer.sync(&loaded, &self.sync_config).await;
         let _ = std::fs::remove_dir_all(&export);
-        Ok((loaded.errors, report))
+        Ok(loaded)
     }
 }

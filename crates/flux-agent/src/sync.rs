@@ -561,22 +561,34 @@ impl Syncer {
             Option<String>,
             String,
         )> = Vec::new();
-        let selector = ListParams::default().labels(SYNC_GC_MARK);
+        let selector = ListParams::default().labels(SYNC_GC_MARK).limit(LIST_PAGE);
         for (resource, caps) in self.api.collectable() {
             let api = api_for(&self.client, &resource, &caps, None);
-            let list = match api.list(&selector).await {
-                Ok(list) => list,
-                Err(e) => {
-                    let reason = format!(
-                        "failed to list {} for garbage collection: {e}; garbage collection skipped",
-                        resource.plural
-                    );
-                    tracing::error!("{reason}");
-                    report.gc_skipped = Some(reason);
-                    return;
+            // Metadata only, page by page: garbage collection needs names, labels and owners.
+            let mut objects = Vec::new();
+            let mut params = selector.clone();
+            loop {
+                match api.list_metadata(&params).await {
+                    Ok(page) => {
+                        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+                        objects.extend(page.items);
+                        match next {
+                            Some(token) => params = params.continue_token(&token),
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        let reason = format!(
+                            "failed to list {} for garbage collection: {e}; garbage collection skipped",
+                            resource.plural
+                        );
+                        tracing::error!("{reason}");
+                        report.gc_skipped = Some(reason);
+                        return;
+                    }
                 }
-            };
-            for object in list.items {
+            }
+            for object in objects {
                 let namespace = object.metadata.namespace.clone();
                 let Some(name) = object.metadata.name.clone() else {
                     continue;
@@ -600,8 +612,11 @@ impl Syncer {
                 if !ours || owned || !in_scope || desired.contains(&id.to_string()) {
                     continue;
                 }
-                let live = serde_json::to_value(&object).unwrap_or(Value::Null);
-                if ignore_of(&live) != Ignore::No {
+                let annotations = object.metadata.annotations.clone().unwrap_or_default();
+                let ignore = Policies::from_annotations(&annotations)
+                    .map(|p| p.ignore)
+                    .unwrap_or_default();
+                if ignore != Ignore::No {
                     continue;
                 }
                 victims.push((
