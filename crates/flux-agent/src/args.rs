@@ -142,6 +142,11 @@ pub struct Args {
     /// Working directory for the git mirror and the deploy key file.
     #[arg(long, env = "FLUX_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Where a revision is checked out to be read, then deleted (default: memory-backed
+    /// `/dev/shm` when present, since writing thousands of files dominates a sync on slow disks;
+    /// else the work directory).
+    #[arg(long, env = "FLUX_EXPORT_DIR")]
+    pub export_dir: Option<PathBuf>,
 }
 
 impl Args {

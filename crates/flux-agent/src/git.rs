@@ -76,9 +76,6 @@ const PASSED_ENV: &[&str] = &[
     "AWS_ROLE_ARN",
 ];
 
-/// Bytes of decoded objects the mirror keeps in memory while reading trees.
-const OBJECT_CACHE_BYTES: usize = 8 * 1024 * 1024;
-
 /// Where and how to reach the config repository.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GitConfig {
@@ -700,11 +697,8 @@ impl Mirror {
     // -- reading (gix) --------------------------------------------------------------------------
 
     fn open(&self) -> Result<gix::Repository, GitError> {
-        let mut repo = gix::open_opts(&self.dir, gix::open::Options::isolated())
-            .map_err(|source| self.repo_error("opening".to_owned(), source))?;
-        // A small object cache: exporting a tree reads many blobs that share delta bases.
-        repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
-        Ok(repo)
+        gix::open_opts(&self.dir, gix::open::Options::isolated())
+            .map_err(|source| self.repo_error("opening".to_owned(), source))
     }
 
     fn open_fetched(&self) -> Result<gix::Repository, GitError> {
