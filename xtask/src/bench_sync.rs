@@ -68,14 +68,14 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// A kubeconfig for a plain-HTTP kube-sim at `url`.
-fn kubeconfig_text(url: &str) -> String {
+pub(crate) fn kubeconfig_text(url: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\nusers:\n- name: sim\n  user: {{}}\n"
     )
 }
 
 /// A request to 127.0.0.1:`port`, returning the body.
-fn http(port: u16, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
+pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     write!(
         stream,

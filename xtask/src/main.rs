@@ -13,6 +13,7 @@ mod bench;
 mod bench_sync;
 mod crds;
 mod demo;
+mod demo_live;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -82,7 +83,11 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match cli.task {
         Task::Crds { check } => crds::run(&root, check),
-        Task::Demo { repo } => demo::run(&repo.unwrap_or_else(|| root.join("examples"))),
+        Task::Demo { repo } => {
+            let repo = repo.unwrap_or_else(|| root.join("examples"));
+            demo::run(&repo)?;
+            demo_live::run(&root, &repo)
+        }
         Task::Tools { print_env } => tools::run(print_env),
         Task::Bench {
             name,
