@@ -6,7 +6,6 @@
 //! - the agent against another fresh kube-sim: time of the first sync and of a no-op resync
 //!   (from its `flux_daemon_sync_duration_seconds` metric), and its peak RSS (`VmHWM`).
 
-use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::bench::{Server, free_port, peak_rss_kib, start_kube_sim, wait_for_port};
+use crate::procs::{build_binaries, commit_dir, http, kubeconfig_text};
 
 const NAMESPACES: usize = 50;
 const PER_NAMESPACE: usize = 33; // of each of ConfigMap, Deployment, Service: 50 + 50*99 = 5,000
@@ -54,41 +54,6 @@ fn write_repo(dir: &Path) -> anyhow::Result<usize> {
     Ok(count)
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .context("failed to run git")?;
-    if !status.success() {
-        bail!("git {} failed", args.join(" "));
-    }
-    Ok(())
-}
-
-/// A kubeconfig for a plain-HTTP kube-sim at `url`.
-pub(crate) fn kubeconfig_text(url: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {url}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\nusers:\n- name: sim\n  user: {{}}\n"
-    )
-}
-
-/// A request to 127.0.0.1:`port`, returning the body.
-pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned()))
-}
-
 /// `flux_daemon_sync_duration_seconds` count and sum of successful syncs.
 fn sync_metric(port: u16) -> anyhow::Result<(u64, f64)> {
     let text = http(port, "GET", "/metrics", "")?;
@@ -120,53 +85,18 @@ fn wait_for_syncs(port: u16, count: u64, limit: Duration) -> anyhow::Result<(u64
 
 /// Runs the sync benchmark.
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     println!("bench: building kube-sim and flux-agent (release)");
-    let status = Command::new(&cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "kube-sim",
-            "--bin",
-            "kube-sim",
-            "-p",
-            "flux-agent",
-            "--bin",
-            "flux-agent",
-        ])
-        .status()
-        .context("failed to run cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    let bin = build_binaries(root, true)?;
     let scratch = std::env::temp_dir().join(format!("flux-bench-sync-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let repo = scratch.join("repo");
     std::fs::create_dir_all(&repo)?;
     let count = write_repo(&repo)?;
-    git(&repo, &["init", "-q", "-b", "master"])?;
-    git(&repo, &["add", "-A"])?;
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "5,000 manifests",
-        ],
-    )?;
+    commit_dir(&repo, "5,000 manifests")?;
     println!("bench: {count} manifests in {}", repo.display());
 
     // Baseline: kubectl server-side apply of the same files against a fresh kube-sim.
-    let (baseline_sim, baseline_url) = start_kube_sim(&target.join("release/kube-sim"))?;
+    let (baseline_sim, baseline_url) = start_kube_sim(&bin.join("kube-sim"))?;
     let kubeconfig = scratch.join("baseline.kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_text(&baseline_url))?;
     let started = Instant::now();
@@ -187,11 +117,11 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     drop(baseline_sim);
 
     // The agent against another fresh kube-sim.
-    let (sim, url) = start_kube_sim(&target.join("release/kube-sim"))?;
+    let (sim, url) = start_kube_sim(&bin.join("kube-sim"))?;
     let kubeconfig = scratch.join("agent.kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_text(&url))?;
     let port = free_port()?;
-    let agent = Command::new(target.join("release/flux-agent"))
+    let agent = Command::new(bin.join("flux-agent"))
         .args([
             "--git-url",
             &format!("file://{}", repo.display()),

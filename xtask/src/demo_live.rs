@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::bench::{Server, free_port, start_kube_sim, wait_for_port};
-use crate::bench_sync::{http, kubeconfig_text};
+use crate::procs::{build_binaries, commit_dir, git, http, kubeconfig_text};
 
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -30,22 +30,6 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .context("failed to run git")?;
-    if !output.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// `namespace/name` of each item of a list answer.
@@ -67,52 +51,16 @@ fn names(list: &str) -> Vec<String> {
 
 /// Runs the live demo on `repo`.
 pub(crate) fn run(root: &Path, repo: &Path) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     println!("\ndemo: building kube-sim and flux-agent");
-    let status = Command::new(&cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--quiet",
-            "--locked",
-            "-p",
-            "kube-sim",
-            "--bin",
-            "kube-sim",
-            "-p",
-            "flux-agent",
-            "--bin",
-            "flux-agent",
-        ])
-        .status()
-        .context("failed to run cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    let bin = build_binaries(root, false)?;
     let scratch = std::env::temp_dir().join(format!("flux-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let config = scratch.join("config");
     copy_tree(repo, &config)?;
     copy_tree(&root.join("manifests/crds"), &config.join("crds"))?;
-    git(&config, &["init", "-q", "-b", "master"])?;
-    git(&config, &["add", "-A"])?;
-    git(
-        &config,
-        &[
-            "-c",
-            "user.name=demo",
-            "-c",
-            "user.email=demo@example.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "the example config repository",
-        ],
-    )?;
-    let head = git(&config, &["rev-parse", "HEAD"])?;
+    let head = commit_dir(&config, "the example config repository")?;
 
-    let (sim, url) = start_kube_sim(&target.join("debug/kube-sim"))?;
+    let (sim, url) = start_kube_sim(&bin.join("kube-sim"))?;
     let kubeconfig = scratch.join("kubeconfig");
     std::fs::write(&kubeconfig, kubeconfig_text(&url))?;
     let port = free_port()?;
@@ -120,7 +68,7 @@ pub(crate) fn run(root: &Path, repo: &Path) -> anyhow::Result<()> {
         "demo: kube-sim at {url}; starting the agent on 127.0.0.1:{port} against file://{}",
         config.display()
     );
-    let agent = Command::new(target.join("debug/flux-agent"))
+    let agent = Command::new(bin.join("flux-agent"))
         .args([
             format!("--git-url=file://{}", config.display()),
             "--git-poll-interval=1s".to_owned(),

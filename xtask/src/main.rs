@@ -14,6 +14,7 @@ mod bench_sync;
 mod crds;
 mod demo;
 mod demo_live;
+mod procs;
 mod tools;
 
 use std::path::{Path, PathBuf};
