@@ -4,6 +4,11 @@
 //! and the workspace layout is in place. The behaviour arrives with issue #5; until then
 //! [`run`] reports that it is not built yet instead of pretending to work.
 
+pub mod annotate;
+pub mod chart;
+pub mod helm;
+pub mod values;
+
 use clap::Parser;
 
 /// Command-line arguments of `helm-operator`. Every flag can also be set from an environment variable.

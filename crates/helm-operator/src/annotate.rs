@@ -1,0 +1,1 @@
+//! Placeholder: antecedent annotation and ownership check of issue #5.

@@ -1,0 +1,1 @@
+//! Placeholder: filled in by the chart-source work of issue #5.

@@ -1,0 +1,1 @@
+//! Placeholder: values composition of issue #5.
