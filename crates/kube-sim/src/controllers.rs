@@ -1,6 +1,7 @@
 //! Fake controllers: what kube-sim writes after a change so that readiness checks pass as on a
 //! real cluster (kube-sim-surface §4.5): Helm 3's `--wait` and Helm 4's kstatus, `kubectl wait`,
-//! kube-rs `await_condition`.
+//! kube-rs `await_condition`. A Deployment annotated [`READY_AFTER_ANNOTATION`] becomes ready
+//! only that many seconds after its controller first saw it (re-run from the janitor tick).
 //!
 //! Each runs right after the write that triggers it, as separate writes (new resourceVersion,
 //! MODIFIED event), so the watch path is exercised. The annotation [`FAIL_ANNOTATION`] set to
@@ -18,6 +19,10 @@ use crate::time;
 
 /// Annotation that makes an object stay unready (or fail, for Jobs and Pods).
 pub const FAIL_ANNOTATION: &str = "kube-sim.dev/fail";
+
+/// Annotation on a Deployment: kube-sim reports it ready only this many seconds after its
+/// controller first saw it (a slow rollout, for tests that interrupt one).
+pub const READY_AFTER_ANNOTATION: &str = "kube-sim.dev/ready-after-seconds";
 
 /// Writes that a controller makes are internal: they do not queue controllers again.
 fn internal() -> WriteOptions {
@@ -123,12 +128,47 @@ impl Store {
         }
     }
 
+    /// Whether a workload with [`READY_AFTER_ANNOTATION`] is still in its delay; if so, its
+    /// controller is scheduled to run again when the delay ends.
+    fn still_delayed(&mut self, key: ResourceKey, object: &Value) -> bool {
+        let Some(seconds) = object["metadata"]["annotations"][READY_AFTER_ANNOTATION]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        let uid = meta_str(object, "uid").to_owned();
+        let at = *self
+            .ready_at
+            .entry(uid)
+            .or_insert_with(|| now + std::time::Duration::from_secs(seconds));
+        if at <= now {
+            return false;
+        }
+        let object_key = (
+            meta_str(object, "namespace").to_owned(),
+            meta_str(object, "name").to_owned(),
+        );
+        self.delayed.push((at, key, object_key));
+        true
+    }
+
     fn deployment(&mut self, deployment: &Value) {
         let namespace = meta_str(deployment, "namespace").to_owned();
         let name = meta_str(deployment, "name").to_owned();
         let uid = meta_str(deployment, "uid").to_owned();
         let desired = int(&deployment["spec"]["replicas"], 1);
-        let ready = if fails(deployment) { 0 } else { desired };
+        let key = ResourceKey {
+            group: "apps".into(),
+            plural: "deployments".into(),
+        };
+        let delayed = self.still_delayed(key, deployment);
+        let ready = if fails(deployment) || delayed {
+            0
+        } else {
+            desired
+        };
         let template = deployment["spec"]["template"].clone();
         let hash = template_hash(&template);
         let rs_name = format!("{name}-{hash}");

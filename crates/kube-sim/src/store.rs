@@ -142,6 +142,10 @@ pub struct Store {
     /// Terminating namespaces and when their contents are deleted: like the namespace
     /// controller, this happens after the DELETE has been answered, not during it.
     cleanup: Vec<(Cleanup, std::time::Instant)>,
+    /// Workloads that become ready later (`kube-sim.dev/ready-after-seconds`): when, by uid.
+    pub(crate) ready_at: HashMap<String, std::time::Instant>,
+    /// Controller runs due later: when, and which object.
+    pub(crate) delayed: Vec<(std::time::Instant, ResourceKey, ObjectKey)>,
     /// Request counters.
     pub stats: Stats,
     /// Set on every change, cleared by the state file writer.
@@ -223,6 +227,8 @@ impl Store {
             alloc: Allocator::default(),
             pending: VecDeque::new(),
             cleanup: Vec::new(),
+            ready_at: HashMap::new(),
+            delayed: Vec::new(),
             stats: Stats::default(),
             dirty: false,
         };
@@ -923,7 +929,8 @@ impl Store {
         self.commit(rt, namespace, Some(old), new, &WriteOptions::default())
     }
 
-    /// Background work that is due: deleting the contents of terminating namespaces.
+    /// Background work that is due: deleting the contents of terminating namespaces, and the
+    /// controller runs of workloads whose readiness was delayed.
     pub fn tick(&mut self) {
         let now = std::time::Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cleanup)
@@ -939,6 +946,12 @@ impl Store {
                 Cleanup::Crd(name) => self.finish_crd(&name),
             }
         }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        self.delayed = later;
+        self.pending
+            .extend(due.into_iter().map(|(_, key, object)| (key, object)));
         if !self.pending.is_empty() {
             self.run_controllers();
         }

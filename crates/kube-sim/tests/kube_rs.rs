@@ -304,3 +304,44 @@ async fn aggregated_discovery_finds_builtin_and_crd_resources() {
     assert!(find("", "configmaps"));
     assert!(find("example.com", "widgets"));
 }
+
+#[tokio::test]
+async fn a_deployment_with_ready_after_seconds_becomes_ready_only_after_the_delay() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let sim = KubeSim::start().unwrap();
+    let client = support::kube_client(&sim).await;
+    let api: Api<Deployment> = Api::namespaced(client, "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "slow", "annotations": {kube_sim::controllers::READY_AFTER_ANNOTATION: "2"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "slow"}},
+            "template": {"metadata": {"labels": {"app": "slow"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let ready = |d: &Deployment| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    let first = api.get("slow").await.unwrap();
+    assert_eq!(ready(&first), 0, "not ready during the delay");
+    let mut became_ready = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if ready(&api.get("slow").await.unwrap()) == 1 {
+            became_ready = Some(started.elapsed());
+            break;
+        }
+    }
+    let after = became_ready.expect("ready once the delay has passed");
+    assert!(
+        after >= Duration::from_millis(1500),
+        "ready only after the delay, was ready after {after:?}"
+    );
+}
