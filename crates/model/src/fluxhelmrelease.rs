@@ -50,14 +50,10 @@ pub struct FluxHelmReleaseSpec {
     pub value_file_secrets: Vec<LocalObjectReference>,
 }
 
-/// The observed state of a FluxHelmRelease.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FluxHelmReleaseStatus {
-    /// Helm's own status of the release.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release_status: Option<String>,
-}
+/// The observed state of a FluxHelmRelease: the v1alpha2 operator wrote only `releaseStatus`;
+/// this operator writes the full `HelmRelease` status (phase, conditions, revisions), a superset
+/// old readers of `releaseStatus` still understand.
+pub type FluxHelmReleaseStatus = crate::helmrelease::HelmReleaseStatus;
 
 /// The operator-wide chart repository a FluxHelmRelease's `chartGitPath` lives in.
 #[derive(Clone, Debug, PartialEq, Eq)]

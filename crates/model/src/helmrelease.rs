@@ -332,6 +332,11 @@ pub struct HelmReleaseStatus {
     /// Rollbacks since the release was last `Released`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_count: Option<i64>,
+    /// Checksum of the composed values of the last install or upgrade attempt (the name
+    /// `flux.weave.works/v1beta1` used): with `observedGeneration` and `lastAttemptedRevision`
+    /// it identifies the attempt, so an unchanged spec that failed is not tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_checksum: Option<String>,
     /// Conditions, one per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
