@@ -6,7 +6,10 @@
 
 pub mod annotate;
 pub mod chart;
+pub mod classify;
 pub mod helm;
+pub mod metrics;
+pub mod status;
 pub mod values;
 
 use clap::Parser;
