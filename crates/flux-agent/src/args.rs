@@ -2,44 +2,11 @@
 //! (`../shared/reference/flux-v1.md` rows 1–55), each also settable from an environment variable
 //! (`FLUX_` + the flag in upper snake case).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-/// A duration as Flux writes them (`5m`, `20s`, `1h30m`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FluxDuration(pub Duration);
-
-impl std::str::FromStr for FluxDuration {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s)
-            .map(Self)
-            .map_err(|e| format!("invalid duration {s:?}: {e} (expected e.g. 30s, 5m, 1h)"))
-    }
-}
-
-/// A listen address; `:3030` means every interface, as in Go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListenAddress(pub SocketAddr);
-
-impl std::str::FromStr for ListenAddress {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let text = if s.starts_with(':') {
-            format!("0.0.0.0{s}")
-        } else {
-            s.to_owned()
-        };
-        text.parse()
-            .map(Self)
-            .map_err(|e| format!("invalid listen address {s:?}: {e}"))
-    }
-}
+pub use model::flags::{FluxDuration, ListenAddress};
 
 /// Where the sync marker is kept (`--sync-state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

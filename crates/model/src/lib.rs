@@ -16,6 +16,7 @@
 pub mod annotations;
 pub mod conditions;
 pub mod crds;
+pub mod flags;
 pub mod fluxhelmrelease;
 pub mod helmrelease;
 pub mod image;

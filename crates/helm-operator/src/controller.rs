@@ -1,0 +1,177 @@
+//! The controllers: `kube::runtime::Controller` over `HelmRelease` and a second over
+//! `FluxHelmRelease`, both feeding [`crate::reconcile`] through the finalizer
+//! `helm.fluxcd.io/finalizer` (so a release is uninstalled even when its object was deleted while
+//! the operator was down).
+//!
+//! Triggers besides the objects themselves: a periodic resync (`--charts-sync-interval`), a change
+//! of any ConfigMap or Secret a release's values read (watched as metadata only, mapped through
+//! [`crate::context::ReferenceIndex`]), and a git chart mirror that moved (every object whose
+//! chart lives in that repository is reconciled; those whose chart path was not touched are found
+//! in sync without a helm process). Concurrency is bounded by the `--workers` semaphore in the
+//! context, shared by both kinds.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, metadata_watcher, watcher};
+use kube::ResourceExt;
+use model::release::ChartSource;
+
+use crate::context::{Context, ReleaseObject};
+use crate::reconcile::{self, ReconcileError};
+use crate::values::ReferenceKind;
+
+/// The finalizer that guarantees uninstall on deletion.
+pub const FINALIZER: &str = "helm.fluxcd.io/finalizer";
+
+/// Errors of one reconcile, as the controller sees them.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ControllerError(#[from] kube::runtime::finalizer::Error<ReconcileError>);
+
+async fn reconcile<K: ReleaseObject>(
+    object: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ControllerError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let api: Api<K> = ctx.api::<K>(&namespace);
+    let outcome = finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            Finalizer::Apply(object) => reconcile::apply(object, Arc::clone(&ctx)).await,
+            Finalizer::Cleanup(object) => reconcile::cleanup(object, Arc::clone(&ctx)).await,
+        }
+    })
+    .await;
+    Ok(outcome?)
+}
+
+fn error_policy<K: ReleaseObject>(
+    object: Arc<K>,
+    error: &ControllerError,
+    ctx: Arc<Context>,
+) -> Requeue {
+    tracing::warn!(
+        kind = K::KIND,
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any(),
+        %error,
+        "reconcile failed"
+    );
+    ctx.backoff(&*object)
+}
+
+/// Objects of kind `K` whose values read a ConfigMap or Secret that changed.
+fn referencing<K: ReleaseObject>(
+    ctx: &Context,
+    kind: ReferenceKind,
+    namespace: Option<String>,
+    name: String,
+) -> Vec<ObjectRef<K>> {
+    let namespace = namespace.unwrap_or_default();
+    ctx.references
+        .owners(kind, &namespace, &name)
+        .into_iter()
+        .filter(|owner| owner.kind == K::KIND)
+        .map(|owner| ObjectRef::new(&owner.name).within(&owner.namespace))
+        .collect()
+}
+
+/// Objects of kind `K` in `store` whose chart comes from the git repository `url`.
+fn using_repository<K: ReleaseObject>(ctx: &Context, store: &Store<K>, url: &str) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .iter()
+        .filter(|object| {
+            object.describe(ctx).is_ok_and(|desc| {
+                matches!(&desc.chart, ChartSource::Git(source) if source.url == url)
+            })
+        })
+        .map(|object| ObjectRef::from_obj(&**object))
+        .collect()
+}
+
+/// A stream of objects to reconcile because the git mirror they use moved.
+fn git_triggers<K: ReleaseObject>(
+    ctx: Arc<Context>,
+    store: Store<K>,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static {
+    let moves = ctx.git.subscribe();
+    futures::stream::unfold(moves, |mut moves| async move {
+        loop {
+            match moves.recv().await {
+                Ok(moved) => return Some((moved, moves)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |moved| {
+        let refs = using_repository(&ctx, &store, &moved.url);
+        futures::stream::iter(refs)
+    })
+}
+
+/// Runs the controller of kind `K` until `shutdown` resolves (in-flight reconciles finish
+/// first), keeping `flux_helm_operator_release_count` up to date.
+pub async fn run<K: ReleaseObject>(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (objects, config_maps, secrets): (Api<K>, Api<ConfigMap>, Api<Secret>) = match namespace
+    {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let controller = Controller::new(objects, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let counter = {
+        let (ctx, store) = (Arc::clone(&ctx), store.clone());
+        tokio::spawn(async move {
+            loop {
+                ctx.set_release_count(K::KIND, store.state().len());
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        })
+    };
+    let (cm_ctx, secret_ctx) = (Arc::clone(&ctx), Arc::clone(&ctx));
+    controller
+        .watches_stream(
+            metadata_watcher(config_maps, watcher::Config::default().any_semantic())
+                .touched_objects(),
+            move |meta| {
+                referencing::<K>(&cm_ctx, ReferenceKind::ConfigMap, meta.namespace(), meta.name_any())
+            },
+        )
+        .watches_stream(
+            metadata_watcher(secrets, watcher::Config::default().any_semantic())
+                .touched_objects(),
+            move |meta| {
+                referencing::<K>(&secret_ctx, ReferenceKind::Secret, meta.namespace(), meta.name_any())
+            },
+        )
+        .reconcile_on(git_triggers(Arc::clone(&ctx), store))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|outcome| async move {
+            if let Err(error) = outcome {
+                tracing::debug!(%error, kind = K::KIND, "controller event");
+            }
+        })
+        .await;
+    counter.abort();
+}
