@@ -104,7 +104,7 @@ pub enum AnnotateError {
         object: ObjectRef,
         /// The client error.
         #[source]
-        error: kube::Error,
+        error: Box<kube::Error>,
     },
     /// The live object could not be read.
     #[error("failed to read {object}")]
@@ -113,7 +113,7 @@ pub enum AnnotateError {
         object: ObjectRef,
         /// The client error.
         #[source]
-        error: kube::Error,
+        error: Box<kube::Error>,
     },
     /// The annotation patch failed (including "not found").
     #[error("failed to annotate {object}")]
@@ -122,7 +122,7 @@ pub enum AnnotateError {
         object: ObjectRef,
         /// The client error.
         #[source]
-        error: kube::Error,
+        error: Box<kube::Error>,
     },
 }
 
@@ -203,7 +203,8 @@ fn split_documents(manifest: &str) -> Vec<&str> {
 }
 
 fn collect_objects(value: &serde_yaml::Value, document: usize, out: &mut Vec<ObjectRef>) {
-    let text = |v: &serde_yaml::Value, key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_owned);
+    let text =
+        |v: &serde_yaml::Value, key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_owned);
     let kind = text(value, "kind");
     if let (Some(kind), Some(items)) = (&kind, value.get("items").and_then(|i| i.as_sequence()))
         && kind.ends_with("List")
@@ -278,13 +279,14 @@ impl Annotator {
         our_id: &ResourceId,
     ) -> Result<Ownership, AnnotateError> {
         let objects = parse_manifest(manifest);
-        let lookups: Vec<Result<Option<String>, AnnotateError>> =
-            futures::stream::iter(objects.into_iter().map(|object| async move {
-                self.read_antecedent(object, namespace).await
-            }))
-            .buffered(CONCURRENCY)
-            .collect()
-            .await;
+        let lookups: Vec<Result<Option<String>, AnnotateError>> = futures::stream::iter(
+            objects
+                .into_iter()
+                .map(|object| async move { self.read_antecedent(object, namespace).await }),
+        )
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
         let mut ours = false;
         let mut first_error = None;
         for lookup in lookups {
@@ -330,14 +332,14 @@ impl Annotator {
                         Ok(found) => found,
                         Err((object, error)) => return Err((object, error)),
                     };
-                    match api
-                        .patch(&object.name, params, &Patch::Merge(patch))
-                        .await
-                    {
+                    match api.patch(&object.name, params, &Patch::Merge(patch)).await {
                         Ok(_) => Ok(()),
                         Err(error) => Err((
                             object.clone(),
-                            AnnotateError::Patch { object, error },
+                            AnnotateError::Patch {
+                                object,
+                                error: Box::new(error),
+                            },
                         )),
                     }
                 }
@@ -377,7 +379,10 @@ impl Annotator {
                     .and_then(|mut annotations| annotations.remove(ANTECEDENT))
                     .filter(|value| !value.trim().is_empty())
             })),
-            Err(error) => Err(AnnotateError::Get { object, error }),
+            Err(error) => Err(AnnotateError::Get {
+                object,
+                error: Box::new(error),
+            }),
         }
     }
 
@@ -388,17 +393,19 @@ impl Annotator {
         mut object: ObjectRef,
         namespace: &str,
     ) -> Result<(Api<DynamicObject>, ObjectRef), (ObjectRef, AnnotateError)> {
-        let (resource, capabilities) = match self.resolve(&object.api_version, &object.kind).await
-        {
+        let (resource, capabilities) = match self.resolve(&object.api_version, &object.kind).await {
             Ok(Some(found)) => found,
             Ok(None) => {
-                return Err((
-                    object.clone(),
-                    AnnotateError::UnknownKind { object },
-                ));
+                return Err((object.clone(), AnnotateError::UnknownKind { object }));
             }
             Err(error) => {
-                return Err((object.clone(), AnnotateError::Discovery { object, error }));
+                return Err((
+                    object.clone(),
+                    AnnotateError::Discovery {
+                        object,
+                        error: Box::new(error),
+                    },
+                ));
             }
         };
         let api = match capabilities.scope {
@@ -479,8 +486,7 @@ mod tests {
 
     #[test]
     fn dashes_inside_a_line_do_not_split() {
-        let manifest =
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  x: \"a --- b\"\n  y: |\n    ---- not a separator\n";
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  x: \"a --- b\"\n  y: |\n    ---- not a separator\n";
         assert_eq!(parse_manifest(manifest).len(), 1);
     }
 
@@ -490,7 +496,10 @@ mod tests {
         assert_eq!(antecedent_value(&hr), "dev:helmrelease/web");
         assert_eq!(parse_antecedent(" dev:helmrelease/web "), Some(hr.clone()));
         let fhr = ResourceId::new("dev", "FluxHelmRelease", "web");
-        assert_eq!(parse_antecedent("dev:FluxHelmRelease/web"), Some(fhr.clone()));
+        assert_eq!(
+            parse_antecedent("dev:FluxHelmRelease/web"),
+            Some(fhr.clone())
+        );
         assert_eq!(parse_antecedent("dev:deployment/web"), None);
         assert_eq!(parse_antecedent("helmrelease/web"), None);
         assert!(names("dev:helmrelease/web", &hr));

@@ -220,7 +220,7 @@ pub enum ValuesError {
         origin: SourceRef,
         /// The client error.
         #[source]
-        error: kube::Error,
+        error: Box<kube::Error>,
     },
     /// The HTTP request failed before a response arrived (connect, TLS, timeout).
     #[error("failed to fetch values from {origin}: {problem}")]
@@ -475,10 +475,8 @@ impl ValuesComposer {
                 } else {
                     return Err(ValuesError::KeyNotFound { origin });
                 };
-                parse_values(&text, false).map_err(|problem| ValuesError::Unparsable {
-                    origin,
-                    problem,
-                })
+                parse_values(&text, false)
+                    .map_err(|problem| ValuesError::Unparsable { origin, problem })
             }
             ValuesSource::SecretKey { object, key, .. } => {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), &object.namespace);
@@ -490,24 +488,18 @@ impl ValuesComposer {
                 } else {
                     return Err(ValuesError::KeyNotFound { origin });
                 };
-                parse_values(&text, true).map_err(|problem| ValuesError::Unparsable {
-                    origin,
-                    problem,
-                })
+                parse_values(&text, true)
+                    .map_err(|problem| ValuesError::Unparsable { origin, problem })
             }
             ValuesSource::ExternalUrl { url, .. } => {
                 let text = self.fetch(url, &origin).await?;
-                parse_values(&text, false).map_err(|problem| ValuesError::Unparsable {
-                    origin,
-                    problem,
-                })
+                parse_values(&text, false)
+                    .map_err(|problem| ValuesError::Unparsable { origin, problem })
             }
             ValuesSource::ChartFile { path, .. } => {
                 let text = read_chart_file(chart_dir, path, &origin).await?;
-                parse_values(&text, false).map_err(|problem| ValuesError::Unparsable {
-                    origin,
-                    problem,
-                })
+                parse_values(&text, false)
+                    .map_err(|problem| ValuesError::Unparsable { origin, problem })
             }
         }
     }
@@ -572,7 +564,7 @@ where
         }),
         Err(error) => Err(ValuesError::Read {
             origin: origin.clone(),
-            error,
+            error: Box::new(error),
         }),
     }
 }
@@ -643,17 +635,14 @@ async fn read_chart_file(
 /// document is an empty mapping. Non-string scalar keys become strings, as Helm's YAML-to-JSON
 /// conversion does. With `sensitive`, a syntax error is reported by position only.
 fn parse_values(text: &str, sensitive: bool) -> Result<Values, String> {
-    let mut document: serde_yaml::Value = serde_yaml::from_str(text).map_err(|error| {
-        match (sensitive, error.location()) {
+    let mut document: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|error| match (sensitive, error.location()) {
             (false, _) => error.to_string(),
-            (true, Some(at)) => format!(
-                "invalid YAML at line {} column {}",
-                at.line(),
-                at.column()
-            ),
+            (true, Some(at)) => {
+                format!("invalid YAML at line {} column {}", at.line(), at.column())
+            }
             (true, None) => "invalid YAML".to_owned(),
-        }
-    })?;
+        })?;
     document
         .apply_merge()
         .map_err(|_| "invalid YAML merge key (<<)".to_owned())?;
@@ -690,8 +679,9 @@ fn yaml_to_json(value: serde_yaml::Value) -> Result<Value, String> {
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 Value::Number(
-                    serde_json::Number::from_f64(f)
-                        .ok_or_else(|| "a number is .inf or .nan, which JSON cannot hold".to_owned())?,
+                    serde_json::Number::from_f64(f).ok_or_else(|| {
+                        "a number is .inf or .nan, which JSON cannot hold".to_owned()
+                    })?,
                 )
             }
         }
@@ -949,10 +939,16 @@ mod tests {
             checksum(&Value::Object(b))
         );
         let c = parse_values("b: 1\na: {y: 2.5, x: [1, 2]}\n", false).unwrap();
-        assert_ne!(checksum(&Value::Object(a.clone())), checksum(&Value::Object(c)));
+        assert_ne!(
+            checksum(&Value::Object(a.clone())),
+            checksum(&Value::Object(c))
+        );
         // A string "1" is not the number 1, and list order matters.
         assert_ne!(checksum(&json!({"v": "1"})), checksum(&json!({"v": 1})));
-        assert_ne!(checksum(&json!({"v": [1, 2]})), checksum(&json!({"v": [2, 1]})));
+        assert_ne!(
+            checksum(&json!({"v": [1, 2]})),
+            checksum(&json!({"v": [2, 1]}))
+        );
         assert_eq!(checksum(&json!({})).len(), 64);
     }
 
@@ -974,7 +970,11 @@ mod tests {
     #[test]
     fn documents_must_be_mappings_and_empty_is_empty() {
         assert!(parse_values("", false).unwrap().is_empty());
-        assert!(parse_values("# only a comment\n", false).unwrap().is_empty());
+        assert!(
+            parse_values("# only a comment\n", false)
+                .unwrap()
+                .is_empty()
+        );
         assert!(
             parse_values("- a\n- b\n", false)
                 .unwrap_err()
@@ -986,11 +986,8 @@ mod tests {
             Value::Object(keys),
             json!({"ports": {"80": "http", "true": "yes"}})
         );
-        let merged = parse_values(
-            "base: &b {a: 1, b: 2}\nderived:\n  <<: *b\n  b: 3\n",
-            false,
-        )
-        .unwrap();
+        let merged =
+            parse_values("base: &b {a: 1, b: 2}\nderived:\n  <<: *b\n  b: 3\n", false).unwrap();
         assert_eq!(merged["derived"], json!({"a": 1, "b": 3}));
     }
 
@@ -1040,7 +1037,12 @@ mod tests {
         };
         assert!(error.is_transient());
         assert!(!error.skippable());
-        assert_eq!(error.origin(), Some(&SourceRef::Url { url: "http://h/".into() }));
+        assert_eq!(
+            error.origin(),
+            Some(&SourceRef::Url {
+                url: "http://h/".into()
+            })
+        );
     }
 
     fn leaf() -> impl Strategy<Value = Value> {
@@ -1065,10 +1067,12 @@ mod tests {
 
     /// Every leaf path of `overlay` (stopping at non-maps) must be found in `merged` unchanged.
     fn overlay_wins(merged: &Values, overlay: &Values) -> bool {
-        overlay.iter().all(|(key, value)| match (value, merged.get(key)) {
-            (Value::Object(o), Some(Value::Object(m))) => overlay_wins(m, o),
-            (value, found) => found == Some(value),
-        })
+        overlay
+            .iter()
+            .all(|(key, value)| match (value, merged.get(key)) {
+                (Value::Object(o), Some(Value::Object(m))) => overlay_wins(m, o),
+                (value, found) => found == Some(value),
+            })
     }
 
     proptest! {
