@@ -45,7 +45,8 @@ pub(crate) fn run(root: &Path, name: &str, count: usize, concurrency: usize) -> 
     match name {
         "kube-sim" => kube_sim(root, count, concurrency),
         "sync" => crate::bench_sync::run(root),
-        _ => bail!("unknown benchmark {name:?}; known: kube-sim, sync"),
+        "operator" => crate::bench_operator::run(root),
+        _ => bail!("unknown benchmark {name:?}; known: kube-sim, sync, operator"),
     }
 }
 

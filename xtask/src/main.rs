@@ -5,11 +5,12 @@
 //! - `demo`: the local demo on embedded defaults.
 //! - `tools`: fetches the binaries the tests run (Helm 3, Helm 4, kubectl 1.31) into a cache
 //!   outside the clone and prints their paths (`--print-env`: `export` lines).
-//! - `bench kube-sim`, `bench sync`: benchmarks (release builds, figures on stdout).
+//! - `bench kube-sim`, `bench sync`, `bench operator`: benchmarks (release builds, figures on stdout).
 //! - `test`: the test suite, as the README and CI run it, with the `tools` paths in its
 //!   environment.
 
 mod bench;
+mod bench_operator;
 mod bench_sync;
 mod crds;
 mod demo;
@@ -53,7 +54,7 @@ enum Task {
         #[arg(long)]
         print_env: bool,
     },
-    /// Run a benchmark (`kube-sim`, `sync`).
+    /// Run a benchmark (`kube-sim`, `sync`, `operator`).
     Bench {
         /// Which benchmark.
         name: String,

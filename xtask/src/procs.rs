@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// Builds `kube-sim` and `flux-agent` (`release` or debug) and returns the target directory.
+/// Builds `kube-sim`, `flux-agent` and `helm-operator` (`release` or debug) and returns the target directory.
 pub(crate) fn build_binaries(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(&cargo);
@@ -28,6 +28,10 @@ pub(crate) fn build_binaries(root: &Path, release: bool) -> anyhow::Result<PathB
             "flux-agent",
             "--bin",
             "flux-agent",
+            "-p",
+            "helm-operator",
+            "--bin",
+            "helm-operator",
         ])
         .status()
         .context("failed to run cargo build")?;
