@@ -26,17 +26,11 @@ pub fn tool(variable: &str) -> PathBuf {
         panic!("{variable} is not set: run the tests with `cargo xtask test`, which fetches helm")
     });
     let path = PathBuf::from(path);
-    assert!(
-        path.is_file(),
-        "{variable} points at {}, which does not exist",
-        path.display()
-    );
+    assert!(path.is_file(), "{variable} points at {}, which does not exist", path.display());
     path
 }
 
 /// A fixture chart directory under `tests/fixtures/charts` (`hello`, `mongodb`).
 pub fn chart(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/charts")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts").join(name)
 }
