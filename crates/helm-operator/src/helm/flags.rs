@@ -252,11 +252,13 @@ pub(crate) fn version() -> CommandLine {
 mod tests {
     use super::*;
 
-    fn args(line: &CommandLine) -> Vec<String> {
+    /// The arguments joined by spaces (none of the test arguments contains one).
+    fn args(line: &CommandLine) -> String {
         line.args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
-            .collect()
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn every_option_on() -> (
@@ -291,6 +293,8 @@ mod tests {
         (install, upgrade, rollback, uninstall)
     }
 
+    const VALUES: &str = "/state/tmp/values-x.json";
+
     #[test]
     fn durations_are_written_as_go_durations() {
         assert_eq!(go_duration(Duration::from_secs(300)), "300s");
@@ -301,289 +305,103 @@ mod tests {
     #[test]
     fn helm_3_command_lines() {
         let v = HelmVersion::V3;
-        let values = Path::new("/state/tmp/values-x.json");
         let (install, upgrade, rollback, uninstall) = every_option_on();
         assert_eq!(
-            args(&super::install(v, &install, values)),
-            [
-                "install",
-                "--namespace",
-                "apps",
-                "--output",
-                "json",
-                "--timeout",
-                "60s",
-                "--values",
-                "/state/tmp/values-x.json",
-                "--wait",
-                "--skip-crds",
-                "--disable-openapi-validation",
-                "--",
-                "web",
-                "/charts/hello"
-            ]
+            args(&super::install(v, &install, Path::new(VALUES))),
+            "install --namespace apps --output json --timeout 60s \
+             --values /state/tmp/values-x.json --wait --skip-crds --disable-openapi-validation \
+             -- web /charts/hello"
         );
         assert_eq!(
-            args(&super::upgrade(v, &upgrade, values)),
-            [
-                "upgrade",
-                "--namespace",
-                "apps",
-                "--output",
-                "json",
-                "--timeout",
-                "1500ms",
-                "--values",
-                "/state/tmp/values-x.json",
-                "--history-max",
-                "0",
-                "--reuse-values",
-                "--wait",
-                "--force",
-                "--skip-crds",
-                "--disable-openapi-validation",
-                "--",
-                "web",
-                "/charts/hello-0.2.0.tgz"
-            ]
+            args(&super::upgrade(v, &upgrade, Path::new(VALUES))),
+            "upgrade --namespace apps --output json --timeout 1500ms \
+             --values /state/tmp/values-x.json --history-max 0 --reuse-values --wait --force \
+             --skip-crds --disable-openapi-validation -- web /charts/hello-0.2.0.tgz"
         );
         let line = super::rollback(v, &rollback);
         assert_eq!(
             args(&line),
-            [
-                "rollback",
-                "--namespace",
-                "apps",
-                "--timeout",
-                "120s",
-                "--history-max",
-                "5",
-                "--wait",
-                "--no-hooks",
-                "--force",
-                "--recreate-pods",
-                "--",
-                "web",
-                "3"
-            ]
+            "rollback --namespace apps --timeout 120s --history-max 5 --wait --no-hooks --force \
+             --recreate-pods -- web 3"
         );
         assert!(line.ignored.is_empty());
         assert_eq!(
             args(&super::uninstall(v, &uninstall)),
-            [
-                "uninstall",
-                "--namespace",
-                "apps",
-                "--timeout",
-                "300s",
-                "--wait",
-                "--",
-                "web"
-            ]
+            "uninstall --namespace apps --timeout 300s --wait -- web"
         );
     }
 
     #[test]
     fn helm_4_command_lines() {
         let v = HelmVersion::V4;
-        let values = Path::new("/state/tmp/values-x.json");
         let (install, upgrade, rollback, uninstall) = every_option_on();
         assert_eq!(
-            args(&super::install(v, &install, values)),
-            [
-                "install",
-                "--namespace",
-                "apps",
-                "--output",
-                "json",
-                "--timeout",
-                "60s",
-                "--values",
-                "/state/tmp/values-x.json",
-                "--wait=watcher",
-                "--skip-crds",
-                "--disable-openapi-validation",
-                "--",
-                "web",
-                "/charts/hello"
-            ]
+            args(&super::install(v, &install, Path::new(VALUES))),
+            "install --namespace apps --output json --timeout 60s \
+             --values /state/tmp/values-x.json --wait=watcher --skip-crds \
+             --disable-openapi-validation -- web /charts/hello"
         );
         assert_eq!(
-            args(&super::upgrade(v, &upgrade, values)),
-            [
-                "upgrade",
-                "--namespace",
-                "apps",
-                "--output",
-                "json",
-                "--timeout",
-                "1500ms",
-                "--values",
-                "/state/tmp/values-x.json",
-                "--history-max",
-                "0",
-                "--reuse-values",
-                "--wait=watcher",
-                "--force-replace",
-                "--server-side=false",
-                "--skip-crds",
-                "--disable-openapi-validation",
-                "--",
-                "web",
-                "/charts/hello-0.2.0.tgz"
-            ]
+            args(&super::upgrade(v, &upgrade, Path::new(VALUES))),
+            "upgrade --namespace apps --output json --timeout 1500ms \
+             --values /state/tmp/values-x.json --history-max 0 --reuse-values --wait=watcher \
+             --force-replace --server-side=false --skip-crds --disable-openapi-validation \
+             -- web /charts/hello-0.2.0.tgz"
         );
         let line = super::rollback(v, &rollback);
         assert_eq!(
             args(&line),
-            [
-                "rollback",
-                "--namespace",
-                "apps",
-                "--timeout",
-                "120s",
-                "--history-max",
-                "5",
-                "--wait=watcher",
-                "--no-hooks",
-                "--force-replace",
-                "--server-side=false",
-                "--",
-                "web",
-                "3"
-            ]
+            "rollback --namespace apps --timeout 120s --history-max 5 --wait=watcher --no-hooks \
+             --force-replace --server-side=false -- web 3"
         );
-        assert_eq!(line.ignored, ["recreate"]);
+        assert_eq!(line.ignored, ["recreate"], "Helm 4 has no --recreate-pods");
         assert_eq!(
             args(&super::uninstall(v, &uninstall)),
-            [
-                "uninstall",
-                "--namespace",
-                "apps",
-                "--timeout",
-                "300s",
-                "--wait=watcher",
-                "--",
-                "web"
-            ]
+            "uninstall --namespace apps --timeout 300s --wait=watcher -- web"
         );
     }
 
     #[test]
     fn defaults_give_the_same_minimal_command_lines_in_both_versions() {
-        let values = Path::new("/v.json");
         for v in [HelmVersion::V3, HelmVersion::V4] {
+            let install = InstallOptions::new("web", "apps", "/c");
             assert_eq!(
-                args(&super::install(
-                    v,
-                    &InstallOptions::new("web", "apps", "/c"),
-                    values
-                )),
-                [
-                    "install",
-                    "--namespace",
-                    "apps",
-                    "--output",
-                    "json",
-                    "--timeout",
-                    "300s",
-                    "--values",
-                    "/v.json",
-                    "--",
-                    "web",
-                    "/c"
-                ]
+                args(&super::install(v, &install, Path::new("/v.json"))),
+                "install --namespace apps --output json --timeout 300s --values /v.json -- web /c"
             );
+            let upgrade = UpgradeOptions::new("web", "apps", "/c");
             assert_eq!(
-                args(&super::upgrade(
-                    v,
-                    &UpgradeOptions::new("web", "apps", "/c"),
-                    values
-                )),
-                [
-                    "upgrade",
-                    "--namespace",
-                    "apps",
-                    "--output",
-                    "json",
-                    "--timeout",
-                    "300s",
-                    "--values",
-                    "/v.json",
-                    "--history-max",
-                    "10",
-                    "--reset-values",
-                    "--",
-                    "web",
-                    "/c"
-                ]
+                args(&super::upgrade(v, &upgrade, Path::new("/v.json"))),
+                "upgrade --namespace apps --output json --timeout 300s --values /v.json \
+                 --history-max 10 --reset-values -- web /c"
             );
             assert_eq!(
                 args(&super::rollback(v, &RollbackOptions::new("web", "apps"))),
-                [
-                    "rollback",
-                    "--namespace",
-                    "apps",
-                    "--timeout",
-                    "300s",
-                    "--history-max",
-                    "10",
-                    "--",
-                    "web"
-                ]
+                "rollback --namespace apps --timeout 300s --history-max 10 -- web"
             );
             assert_eq!(
                 args(&super::test(v, &TestOptions::new("web", "apps"))),
-                [
-                    "test",
-                    "--namespace",
-                    "apps",
-                    "--timeout",
-                    "300s",
-                    "--",
-                    "web"
-                ]
+                "test --namespace apps --timeout 300s -- web"
             );
             assert_eq!(
                 args(&super::status(v, "apps", "web")),
-                [
-                    "status",
-                    "--namespace",
-                    "apps",
-                    "--output",
-                    "json",
-                    "--",
-                    "web"
-                ]
+                "status --namespace apps --output json -- web"
             );
             assert_eq!(
                 args(&super::history(v, "apps", "web")),
-                [
-                    "history",
-                    "--namespace",
-                    "apps",
-                    "--output",
-                    "json",
-                    "--",
-                    "web"
-                ]
+                "history --namespace apps --output json -- web"
             );
             let mut build = DependencyBuildOptions::new("/charts/umbrella");
             assert_eq!(
                 args(&super::dependency_build(v, &build)),
-                ["dependency", "build", "--", "/charts/umbrella"]
+                "dependency build -- /charts/umbrella"
             );
             build.skip_refresh = true;
             assert_eq!(
                 args(&super::dependency_build(v, &build)),
-                [
-                    "dependency",
-                    "build",
-                    "--skip-refresh",
-                    "--",
-                    "/charts/umbrella"
-                ]
+                "dependency build --skip-refresh -- /charts/umbrella"
             );
+            assert_eq!(args(&super::version()), "version --short");
         }
     }
 }
