@@ -127,7 +127,9 @@ pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::S
 }
 
 /// Helm major version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum HelmVersion {
     /// Helm 3.
     #[serde(rename = "v3")]
@@ -144,6 +146,36 @@ impl HelmVersion {
         match self {
             Self::V3 => "v3",
             Self::V4 => "v4",
+        }
+    }
+}
+
+impl std::fmt::Display for HelmVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Helm version string that is neither `v3` nor `v4` (Helm v2 is not supported).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to parse helm version {input:?}: expected \"v3\" or \"v4\"")]
+pub struct ParseHelmVersionError {
+    /// The rejected input.
+    pub input: String,
+}
+
+impl std::str::FromStr for HelmVersion {
+    type Err = ParseHelmVersionError;
+
+    /// Parses `v3` or `v4` (exactly, as `spec.helmVersion` and `--enabled-helm-versions` spell
+    /// them).
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        match input {
+            "v3" => Ok(Self::V3),
+            "v4" => Ok(Self::V4),
+            _ => Err(ParseHelmVersionError {
+                input: input.to_owned(),
+            }),
         }
     }
 }

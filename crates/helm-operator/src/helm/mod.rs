@@ -40,58 +40,9 @@ pub use options::{
 };
 pub use redact::{REDACTED, Redactor};
 
-/// The major version of the `helm` binary a release is handled by.
-///
-/// Mirrors `spec.helmVersion` of the Helm Operator, whose values were `v2` and `v3`; Helm v2
-/// (Tiller) is gone, Helm v4 is added. Parsed from and displayed as `v3` / `v4`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HelmVersion {
-    /// Helm 3 (tested with 3.17.3).
-    V3,
-    /// Helm 4 (tested with 4.1.4).
-    V4,
-}
-
-impl HelmVersion {
-    /// The version as written in `spec.helmVersion` and on the command line: `v3` or `v4`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::V3 => "v3",
-            Self::V4 => "v4",
-        }
-    }
-}
-
-impl fmt::Display for HelmVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A Helm version string that is neither `v3` nor `v4` (Helm v2 is not supported).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to parse helm version {input:?}: expected \"v3\" or \"v4\"")]
-pub struct ParseHelmVersionError {
-    /// The rejected input.
-    pub input: String,
-}
-
-impl FromStr for HelmVersion {
-    type Err = ParseHelmVersionError;
-
-    /// Parses `v3` or `v4` (exactly, as `spec.helmVersion` and `--enabled-helm-versions` spell
-    /// them).
-    fn from_str(input: &str) -> Result<Self, Self::Err> {
-        match input {
-            "v3" => Ok(Self::V3),
-            "v4" => Ok(Self::V4),
-            _ => Err(ParseHelmVersionError {
-                input: input.to_owned(),
-            }),
-        }
-    }
-}
+/// The major version of the `helm` binary a release is handled by (`spec.helmVersion`): the
+/// model's type, parsed from and displayed as `v3` / `v4`.
+pub use model::helmrelease::{HelmVersion, ParseHelmVersionError};
 
 /// The status of a Helm release revision, as Helm writes it (`info.status` of a release, the
 /// `status` label of its storage Secret, `.status.releaseStatus` of a `HelmRelease`).
