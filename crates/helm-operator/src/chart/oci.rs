@@ -39,7 +39,7 @@ use oci_client::{Client, Reference};
 
 use super::cache::{CacheError, CacheKey, ChartCache};
 use super::credentials::{Credential, PullCredentials};
-use super::repo::{FetchedChart, RepoError, VersionRequest, install_crypto_provider};
+use super::repo::{FetchedChart, RepoError, VersionRequest, error_chain, install_crypto_provider};
 
 /// Media type of the chart tarball layer of a Helm chart in a registry.
 pub const HELM_CHART_LAYER_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
@@ -358,6 +358,11 @@ impl OciCharts {
             host: repo.host.clone(),
             repository: repository.clone(),
             secrets,
+            plain_http: self
+                .options
+                .insecure_registries
+                .iter()
+                .any(|h| h.trim().eq_ignore_ascii_case(&repo.host)),
         };
 
         let (revision, tag) = if request.is_exact() {
@@ -478,6 +483,8 @@ struct Call {
     repository: String,
     /// Secret texts to scrub from third-party messages.
     secrets: Vec<String>,
+    /// Whether the host is reached over plain HTTP (`--insecure-registry`).
+    plain_http: bool,
 }
 
 impl Call {
@@ -619,24 +626,17 @@ impl Call {
         }
         OciError::Registry {
             reference: reference.to_owned(),
-            message: self.scrub(&error_chain(&err)),
+            message: {
+                let mut message = self.scrub(&error_chain(&err));
+                if matches!(err, OciDistributionError::RequestError(_)) && !self.plain_http {
+                    message.push_str(
+                        " (if the registry serves plain HTTP, list its host in --insecure-registry)",
+                    );
+                }
+                message
+            },
         }
     }
-}
-
-/// An error and its sources, joined with `: `.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -674,6 +674,48 @@ mod tests {
         }
     }
 
+    /// The chart source flags, flattened as the operator's arguments will.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        cache: crate::chart::cache::CacheArgs,
+        #[command(flatten)]
+        repo: crate::chart::repo::RepoArgs,
+        #[command(flatten)]
+        oci: OciArgs,
+    }
+
+    #[test]
+    fn chart_source_flags_have_defaults_and_parse() {
+        use clap::{CommandFactory as _, Parser as _};
+        Flags::command().debug_assert();
+        let flags = Flags::try_parse_from(["x"]).unwrap();
+        assert_eq!(
+            flags.cache.chart_cache_max_bytes.0,
+            crate::chart::cache::DEFAULT_MAX_BYTES
+        );
+        assert_eq!(
+            flags.repo.options(),
+            crate::chart::repo::RepoOptions::default()
+        );
+        assert_eq!(flags.oci.options(), OciOptions::default());
+        let flags = Flags::try_parse_from([
+            "x",
+            "--chart-cache-max-bytes=64Mi",
+            "--chart-index-ttl=5m",
+            "--insecure-registry=127.0.0.1:5000,localhost:5001",
+            "--insecure-registry",
+            "registry.local",
+        ])
+        .unwrap();
+        assert_eq!(flags.cache.chart_cache_max_bytes.0, 64 << 20);
+        assert_eq!(flags.repo.chart_index_ttl, Duration::from_secs(300));
+        assert_eq!(
+            flags.oci.insecure_registries,
+            vec!["127.0.0.1:5000", "localhost:5001", "registry.local"]
+        );
+    }
+
     #[test]
     fn secrets_are_scrubbed_from_messages() {
         install_crypto_provider();
@@ -684,6 +726,7 @@ mod tests {
             host: "r".into(),
             repository: "c/hello".into(),
             secrets: vec!["pw-SECRET".into(), String::new()],
+            plain_http: false,
         };
         let err = call.error(
             OciDistributionError::GenericError(Some("echo pw-SECRET".into())),

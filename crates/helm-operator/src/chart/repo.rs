@@ -102,13 +102,13 @@ pub enum RepoError {
         reason: String,
     },
     /// A request failed before an HTTP answer (connection, TLS, timeout, body read).
-    #[error("failed to download {url}: {source}")]
+    #[error("failed to download {url}: {message}")]
     Request {
         /// The URL, redacted.
         url: String,
-        /// The client error (without URL).
-        #[source]
-        source: reqwest::Error,
+        /// The client error and its causes (`error sending request: ... Connection refused`),
+        /// without URL.
+        message: String,
     },
     /// The server answered 401 or 403.
     #[error(
@@ -545,7 +545,7 @@ impl RepoCharts {
         }
         let request_error = |source: reqwest::Error| RepoError::Request {
             url: redact_url(url),
-            source: source.without_url(),
+            message: error_chain(&source.without_url()),
         };
         let mut response = request.send().await.map_err(request_error)?;
         let status = response.status();
@@ -577,6 +577,21 @@ impl RepoCharts {
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         Arc::clone(locks.entry(id.to_owned()).or_default())
     }
+}
+
+/// An error and its causes, joined with `: ` (causes already in the text are skipped).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `sha256:<hex>` of a file.
