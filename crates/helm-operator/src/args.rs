@@ -93,13 +93,16 @@ pub struct Args {
     #[arg(long, env = "HELM_OPERATOR_HELM4_PATH", default_value = "helm4")]
     pub helm4_path: PathBuf,
 
-    /// Registries reached over plain HTTP for `oci://` charts (host or host:port).
-    #[arg(long, env = "HELM_OPERATOR_INSECURE_REGISTRY", value_delimiter = ',')]
-    pub insecure_registry: Vec<String>,
-    /// Upper bound of the chart cache (repository indexes and chart tarballs), in bytes.
-    #[arg(long, env = "HELM_OPERATOR_CHART_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
-    pub chart_cache_max_bytes: u64,
-    /// Directory for git mirrors, the chart cache and helm's own state.
+    /// The chart cache.
+    #[command(flatten)]
+    pub cache: crate::chart::cache::CacheArgs,
+    /// Helm repository downloads.
+    #[command(flatten)]
+    pub repo: crate::chart::repo::RepoArgs,
+    /// OCI registries.
+    #[command(flatten)]
+    pub oci: crate::chart::oci::OciArgs,
+    /// Directory for git mirrors and helm's own state.
     #[arg(long, env = "HELM_OPERATOR_WORK_DIR", default_value = "/tmp/helm-operator")]
     pub work_dir: PathBuf,
 }

@@ -289,7 +289,10 @@ impl Context {
         crate::reconcile::publish_event(&self.recorder, object, type_, reason, note).await;
     }
 
-    async fn secret(&self, secret: &NamespacedName) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    async fn secret(
+        &self,
+        secret: &NamespacedName,
+    ) -> Result<BTreeMap<String, k8s_openapi::ByteString>, String> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.namespace);
         let found = api.get_opt(&secret.name).await.map_err(|e| {
             format!(
@@ -303,12 +306,7 @@ impl Context {
                 secret.namespace, secret.name
             ));
         };
-        Ok(found
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect())
+        Ok(found.data.unwrap_or_default())
     }
 
     /// HTTPS credentials of a git chart source from its `secretRef` (`username`, `password`).
@@ -320,7 +318,7 @@ impl Context {
         let data = self.secret(secret).await?;
         let field = |key: &str| {
             data.get(key)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
                 .ok_or_else(|| {
                     format!(
                         "Secret {}/{} has no key {key:?}",

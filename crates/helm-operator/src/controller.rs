@@ -18,7 +18,8 @@ use kube::api::Api;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, metadata_watcher, watcher};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::ResourceExt;
 use model::release::ChartSource;
 
@@ -124,7 +125,11 @@ pub async fn run<K: ReleaseObject>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (objects, config_maps, secrets): (Api<K>, Api<ConfigMap>, Api<Secret>) = match namespace
+    let (objects, config_maps, secrets): (
+        Api<K>,
+        Api<PartialObjectMeta<ConfigMap>>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = match namespace
     {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -151,14 +156,14 @@ pub async fn run<K: ReleaseObject>(
     let (cm_ctx, secret_ctx) = (Arc::clone(&ctx), Arc::clone(&ctx));
     controller
         .watches_stream(
-            metadata_watcher(config_maps, watcher::Config::default().any_semantic())
+            watcher(config_maps, watcher::Config::default().any_semantic())
                 .touched_objects(),
             move |meta| {
                 referencing::<K>(&cm_ctx, ReferenceKind::ConfigMap, meta.namespace(), meta.name_any())
             },
         )
         .watches_stream(
-            metadata_watcher(secrets, watcher::Config::default().any_semantic())
+            watcher(secrets, watcher::Config::default().any_semantic())
                 .touched_objects(),
             move |meta| {
                 referencing::<K>(&secret_ctx, ReferenceKind::Secret, meta.namespace(), meta.name_any())

@@ -152,17 +152,13 @@ pub async fn run_until(
         helms.insert(version.0, Arc::new(driver));
     }
     let metrics = metrics::Metrics::new()?;
-    let cache = chart::cache::ChartCache::open(args.work_dir.join("charts"), args.chart_cache_max_bytes)
+    let cache = args
+        .cache
+        .open()
         .map_err(|e| Error::Charts(e.to_string()))?;
-    let repo = chart::repo::RepoCharts::new(cache.clone(), chart::repo::RepoOptions::default())
+    let repo = chart::repo::RepoCharts::new(cache.clone(), args.repo.options())
         .map_err(|e| Error::Charts(e.to_string()))?;
-    let oci = chart::oci::OciCharts::new(
-        cache,
-        chart::oci::OciOptions {
-            insecure_hosts: args.insecure_registry.clone(),
-            ..chart::oci::OciOptions::default()
-        },
-    );
+    let oci = chart::oci::OciCharts::new(cache, args.oci.options());
     let git = chart::git::GitCharts::new(chart::git::GitChartsConfig {
         work_dir: args.work_dir.join("git"),
         poll_interval: args.git_poll_interval.0,

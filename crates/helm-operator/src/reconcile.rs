@@ -131,7 +131,7 @@ impl<K: ReleaseObject> Run<'_, K> {
     }
 
     fn redactor(values: &ComposedValues) -> Redactor {
-        Redactor::new(values.secret_strings.iter().cloned())
+        Redactor::with_secrets(values.secret_strings.iter().cloned())
     }
 }
 
@@ -455,8 +455,8 @@ async fn install<K: ReleaseObject>(
         desc.release_name.clone(),
         desc.target_namespace.clone(),
         chart.path().to_path_buf(),
-        values.values.clone(),
     );
+    options.values = values.values.clone();
     options.timeout = desc.timeout;
     options.wait = desc.wait;
     options.skip_crds = desc.skip_crds;
@@ -541,8 +541,8 @@ async fn upgrade<K: ReleaseObject>(
         desc.release_name.clone(),
         desc.target_namespace.clone(),
         chart.path().to_path_buf(),
-        values.values.clone(),
     );
+    options.values = values.values.clone();
     options.timeout = desc.timeout;
     options.wait = desc.wait;
     options.force = desc.force_upgrade;

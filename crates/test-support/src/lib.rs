@@ -1,13 +1,14 @@
 //! Real parts for tests, on loopback only: temporary directories, bare git repositories filled
-//! with the `git` CLI, an `sshd` serving them over `ssh://`, and a `git daemon` serving them over
-//! `git://`.
+//! with the `git` CLI, an `sshd` serving them over `ssh://`, a `git daemon` serving them over
+//! `git://`, a static HTTP server for a directory ([`HttpDir`], a plain Helm chart repository) and
+//! a Docker Distribution registry ([`Registry`], an OCI chart registry).
 //!
 //! Every server listens on `127.0.0.1` on a free port, runs in its own process group and is
 //! stopped by its PID (SIGTERM to its group, then SIGKILL) when its handle is dropped. Nothing
 //! here talks to any other address.
 //!
 //! This crate does not mock anything and does not install anything: when a tool is missing
-//! (`git`, `sshd`, `ssh-keygen`) the functions panic with a message saying which package to
+//! (`git`, `sshd`, `ssh-keygen`, `python3`, `docker-registry`, `htpasswd`) the functions panic with a message saying which package to
 //! install. Every function panics on failure, with the command and its output in the message,
 //! because it is only meant to be used from tests.
 
@@ -785,6 +786,305 @@ impl GitDaemon {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// HTTP directory server
+// ---------------------------------------------------------------------------------------------
+
+/// The server behind [`HttpDir`]: Python's `http.server` serving a directory, logging one line
+/// per request to stderr (`<METHOD> <path> <status> auth=<none|basic:USER|other>`), and with
+/// `HTTPDIR_BASIC_AUTH=user:password` in its environment answering 401 to every request that
+/// does not carry exactly those Basic credentials. The password is never logged.
+const HTTP_DIR_SCRIPT: &str = r#"
+import base64, http.server, os, sys
+directory, port = sys.argv[1], int(sys.argv[2])
+expected = os.environ.get("HTTPDIR_BASIC_AUTH")
+want = None if expected is None else "Basic " + base64.b64encode(expected.encode()).decode()
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=directory, **kwargs)
+
+    def auth_state(self):
+        auth = self.headers.get("Authorization")
+        if auth is None:
+            return "none"
+        if auth.startswith("Basic "):
+            try:
+                user = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+            except Exception:
+                user = "?"
+            return "basic:" + user
+        return "other"
+
+    def refuse(self):
+        if want is None or self.headers.get("Authorization") == want:
+            return False
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="test"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def do_GET(self):
+        if not self.refuse():
+            super().do_GET()
+
+    def do_HEAD(self):
+        if not self.refuse():
+            super().do_HEAD()
+
+    def log_request(self, code="-", size="-"):
+        code = getattr(code, "value", code)
+        sys.stderr.write("%s %s %s auth=%s\n" % (self.command, self.path, code, self.auth_state()))
+        sys.stderr.flush()
+
+    def log_message(self, format, *args):
+        sys.stderr.write("server: " + (format % args) + "\n")
+        sys.stderr.flush()
+
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+/// One request as logged by [`HttpDir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// The request target as sent (path and query), e.g. `/index.yaml`.
+    pub path: String,
+    /// The status code of the answer.
+    pub status: u16,
+    /// The `Authorization` the request carried: `None` without one, `Some("basic:USER")` for
+    /// Basic credentials (only the user name, never the password), `Some("other")` otherwise.
+    pub auth: Option<String>,
+}
+
+/// A static HTTP server on 127.0.0.1 serving the files of one directory (Python's `http.server`,
+/// like a plain Helm chart repository on a web server), optionally behind Basic auth, with a
+/// request log tests can read. Stopped by PID on drop.
+#[derive(Debug)]
+pub struct HttpDir {
+    server: Server,
+    port: u16,
+    // Holds the log; dropped after `server` (fields drop in declaration order).
+    logs: TempDir,
+}
+
+impl HttpDir {
+    /// Serves `dir` (read at request time, so files may change while it runs) on a free port;
+    /// returns once the port accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// If `python3` is missing or the server does not start.
+    pub fn start(dir: &Path) -> Self {
+        Self::spawn(dir, None)
+    }
+
+    /// Like [`HttpDir::start`], but every request without exactly these Basic credentials gets
+    /// 401 with `WWW-Authenticate: Basic realm="test"`.
+    ///
+    /// # Panics
+    ///
+    /// As [`HttpDir::start`].
+    pub fn start_with_basic_auth(dir: &Path, username: &str, password: &str) -> Self {
+        Self::spawn(dir, Some(format!("{username}:{password}")))
+    }
+
+    fn spawn(dir: &Path, basic_auth: Option<String>) -> Self {
+        let python = require_tool("python3", "python3");
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let logs = TempDir::new("http-dir-log");
+        let log = logs.path().join("http.log");
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut cmd = Command::new(&python);
+            cmd.arg("-u")
+                .arg("-c")
+                .arg(HTTP_DIR_SCRIPT)
+                .arg(&dir)
+                .arg(port.to_string());
+            match &basic_auth {
+                // In the environment, not on the command line other users can read.
+                Some(credentials) => cmd.env("HTTPDIR_BASIC_AUTH", credentials),
+                None => cmd.env_remove("HTTPDIR_BASIC_AUTH"),
+            };
+            let mut server = Server::spawn(cmd, &log, "python3 http.server");
+            if server.wait_listening(port) {
+                return HttpDir { server, port, logs };
+            }
+            server.stop();
+        }
+        panic!(
+            "python3 http.server did not start listening on 127.0.0.1; its log:\n{}",
+            read_log(&log)
+        );
+    }
+
+    /// The port the server listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PID of the server process.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.pid()
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's log so far (request lines and messages).
+    pub fn log(&self) -> String {
+        read_log(&self.logs.path().join("http.log"))
+    }
+
+    /// The requests answered so far, in order. A request is logged when its status line is
+    /// sent, so it is listed once the client has seen the answer.
+    pub fn requests(&self) -> Vec<HttpRequest> {
+        self.log().lines().filter_map(parse_request_line).collect()
+    }
+
+    /// How many `GET` requests for `path` (exact request target) were answered with 200.
+    pub fn downloads(&self, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == path && r.status == 200)
+            .count()
+    }
+}
+
+fn parse_request_line(line: &str) -> Option<HttpRequest> {
+    let mut fields = line.split(' ');
+    let method = fields.next()?;
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let path = fields.next()?;
+    let status = fields.next()?.parse().ok()?;
+    let auth = fields.next()?.strip_prefix("auth=")?;
+    Some(HttpRequest {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        status,
+        auth: (auth != "none").then(|| auth.to_owned()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// OCI registry
+// ---------------------------------------------------------------------------------------------
+
+/// A Docker Distribution registry (`/usr/bin/docker-registry` from Debian's `docker-registry`,
+/// version 2.8) on 127.0.0.1 over plain HTTP, with its storage in a directory of the test,
+/// optionally behind htpasswd Basic auth. Stopped by PID on drop.
+#[derive(Debug)]
+pub struct Registry {
+    server: Server,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// Writes `dir/config.yml` (storage in `dir/data`, deletes enabled) and starts
+    /// `docker-registry serve dir/config.yml` on a free port; returns once the port accepts
+    /// connections. Its log is in `dir/registry.log`.
+    ///
+    /// # Panics
+    ///
+    /// If `docker-registry` is missing (install docker-registry) or it does not start.
+    pub fn start(dir: &Path) -> Self {
+        Self::spawn(dir, None)
+    }
+
+    /// Like [`Registry::start`], with `auth.htpasswd` accepting only `username` / `password`
+    /// (bcrypt entry made by `htpasswd -Bbn`, from apache2-utils); other requests get 401 with
+    /// `WWW-Authenticate: Basic realm="basic-realm"`.
+    ///
+    /// # Panics
+    ///
+    /// As [`Registry::start`], and if `htpasswd` is missing (install apache2-utils).
+    pub fn start_with_htpasswd(dir: &Path, username: &str, password: &str) -> Self {
+        Self::spawn(dir, Some((username, password)))
+    }
+
+    fn spawn(dir: &Path, auth: Option<(&str, &str)>) -> Self {
+        let registry = require_tool("docker-registry", "docker-registry");
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let auth_section = match auth {
+            None => String::new(),
+            Some((username, password)) => {
+                let htpasswd = require_tool("htpasswd", "apache2-utils");
+                let out = run(
+                    Command::new(htpasswd).args(["-Bbn", username, password]),
+                    "htpasswd -Bbn",
+                );
+                let file = dir.join("htpasswd");
+                fs::write(&file, &out.stdout)
+                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
+                format!(
+                    "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
+        let log = dir.join("registry.log");
+        let config = dir.join("config.yml");
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let text = format!(
+                "version: 0.1\n\
+                 log:\n  level: info\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n\
+                 {auth_section}",
+                data = dir.join("data").display()
+            );
+            fs::write(&config, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+            let mut cmd = Command::new(&registry);
+            cmd.arg("serve").arg(&config);
+            let mut server = Server::spawn(cmd, &log, "docker-registry");
+            if server.wait_listening(port) {
+                return Registry { server, port, dir };
+            }
+            server.stop();
+        }
+        panic!(
+            "docker-registry did not start listening on 127.0.0.1; its log:\n{}",
+            read_log(&log)
+        );
+    }
+
+    /// The port the registry listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PID of the registry process.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.pid()
+    }
+
+    /// `127.0.0.1:PORT`, the registry host as it appears in references.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `oci://127.0.0.1:PORT/<path>` (Helm's spelling of a chart repository in a registry).
+    pub fn oci_url(&self, path: &str) -> String {
+        format!("oci://{}/{}", self.host(), path.trim_start_matches('/'))
+    }
+
+    /// The registry's log so far; its access log has one line per request
+    /// (`"GET /v2/<name>/blobs/<digest> HTTP/1.1" 200 ...`).
+    pub fn log(&self) -> String {
+        read_log(&self.dir.join("registry.log"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1005,5 +1305,124 @@ mod tests {
             "git-daemon (pid {pid}) still running after drop"
         );
         assert_eq!(processes_mentioning(&base.to_string_lossy()), "");
+    }
+
+    #[test]
+    fn http_dir_serves_files_and_logs_requests() {
+        let tmp = TempDir::new("http-dir");
+        fs::write(tmp.path().join("index.yaml"), "apiVersion: v1\n").unwrap();
+        let server = HttpDir::start(tmp.path());
+        let pid = server.pid().unwrap();
+        let (status, body) = http_get(server.port(), "/index.yaml", None);
+        assert_eq!(status, 200);
+        assert!(body.ends_with("apiVersion: v1\n"), "{body}");
+        let (status, _) = http_get(server.port(), "/missing.tgz", None);
+        assert_eq!(status, 404);
+        assert_eq!(
+            server.requests(),
+            vec![
+                HttpRequest {
+                    method: "GET".into(),
+                    path: "/index.yaml".into(),
+                    status: 200,
+                    auth: None
+                },
+                HttpRequest {
+                    method: "GET".into(),
+                    path: "/missing.tgz".into(),
+                    status: 404,
+                    auth: None
+                },
+            ]
+        );
+        assert_eq!(server.downloads("/index.yaml"), 1);
+        assert_eq!(server.downloads("/missing.tgz"), 0);
+        drop(server);
+        assert!(!pid_alive(pid), "http server (pid {pid}) still running");
+    }
+
+    #[test]
+    fn http_dir_with_basic_auth_refuses_wrong_credentials_and_never_logs_passwords() {
+        let tmp = TempDir::new("http-dir-auth");
+        fs::write(tmp.path().join("a.txt"), "a").unwrap();
+        let server = HttpDir::start_with_basic_auth(tmp.path(), "ci", "s3cret-pw");
+        // "ci:s3cret-pw" and "ci:nope" in base64.
+        let good = "Basic Y2k6czNjcmV0LXB3";
+        let bad = "Basic Y2k6bm9wZQ==";
+        assert_eq!(http_get(server.port(), "/a.txt", None).0, 401);
+        assert_eq!(http_get(server.port(), "/a.txt", Some(bad)).0, 401);
+        assert_eq!(http_get(server.port(), "/a.txt", Some(good)).0, 200);
+        let auths: Vec<_> = server
+            .requests()
+            .into_iter()
+            .map(|r| (r.status, r.auth))
+            .collect();
+        assert_eq!(
+            auths,
+            vec![
+                (401, None),
+                (401, Some("basic:ci".to_owned())),
+                (200, Some("basic:ci".to_owned()))
+            ]
+        );
+        assert!(!server.log().contains("s3cret"), "{}", server.log());
+    }
+
+    #[test]
+    fn registry_answers_v2_and_htpasswd_registry_requires_credentials() {
+        let tmp = TempDir::new("registry");
+        let open_dir = tmp.path().join("open");
+        let auth_dir = tmp.path().join("auth");
+        fs::create_dir(&open_dir).unwrap();
+        fs::create_dir(&auth_dir).unwrap();
+        let open = Registry::start(&open_dir);
+        let closed = Registry::start_with_htpasswd(&auth_dir, "ci", "s3cret-pw");
+        assert_eq!(
+            open.oci_url("/charts"),
+            format!("oci://127.0.0.1:{}/charts", open.port())
+        );
+        assert_eq!(http_get(open.port(), "/v2/", None).0, 200);
+        assert_eq!(http_get(closed.port(), "/v2/", None).0, 401);
+        assert_eq!(
+            http_get(closed.port(), "/v2/", Some("Basic Y2k6bm9wZQ==")).0,
+            401
+        );
+        assert_eq!(
+            http_get(closed.port(), "/v2/", Some("Basic Y2k6czNjcmV0LXB3")).0,
+            200
+        );
+        assert!(open.log().contains("/v2/"), "{}", open.log());
+        let pids = [open.pid().unwrap(), closed.pid().unwrap()];
+        drop(open);
+        drop(closed);
+        for pid in pids {
+            assert!(!pid_alive(pid), "registry (pid {pid}) still running");
+        }
+    }
+
+    /// A minimal HTTP/1.0 GET on 127.0.0.1: (status, body).
+    fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
+        use std::io::Read;
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let auth = authorization
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
     }
 }

@@ -9,6 +9,7 @@
 //! - [`cache`]: the on-disk cache with its size cap and eviction, shared by `repo` and `oci`.
 
 pub mod cache;
+pub mod credentials;
 pub mod git;
 pub mod oci;
 pub mod repo;

@@ -28,7 +28,6 @@ pub mod storage;
 
 use std::fmt;
 use std::future::Future;
-use std::str::FromStr;
 
 pub use cli::HelmCli;
 pub use cli::{DEFAULT_GRACE, DEFAULT_QUERY_TIMEOUT};
