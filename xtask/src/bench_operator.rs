@@ -127,19 +127,17 @@ fn released(sim_port: u16) -> anyhow::Result<usize> {
         "",
     )?;
     let list: serde_json::Value = serde_json::from_str(&body).context("bad list response")?;
-    Ok(list["items"]
-        .as_array()
-        .map_or(0, |items| {
-            items
-                .iter()
-                .filter(|hr| {
-                    hr["status"]["conditions"].as_array().is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "Released" && c["status"] == "True")
-                    })
+    Ok(list["items"].as_array().map_or(0, |items| {
+        items
+            .iter()
+            .filter(|hr| {
+                hr["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Released" && c["status"] == "True")
                 })
-                .count()
-        }))
+            })
+            .count()
+    }))
 }
 
 /// Successful reconciles so far, summed over releases
@@ -158,7 +156,11 @@ fn syncs(port: u16) -> anyhow::Result<u64> {
         .sum())
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while !done()? {
         if Instant::now() > deadline {
@@ -174,7 +176,12 @@ struct OperatorRun {
     port: u16,
 }
 
-fn start_operator(bin: &Path, kubeconfig: &Path, helm: &Path, work: &Path) -> anyhow::Result<OperatorRun> {
+fn start_operator(
+    bin: &Path,
+    kubeconfig: &Path,
+    helm: &Path,
+    work: &Path,
+) -> anyhow::Result<OperatorRun> {
     let port = free_port()?;
     let child = Command::new(bin)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -219,7 +226,8 @@ fn count_calls(calls: &Path) -> usize {
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let tools = crate::tools::ensure_tools()?;
     let bin = build_binaries(root, true)?;
-    let scratch = std::env::temp_dir().join(format!("flux-rs-bench-operator-{}", std::process::id()));
+    let scratch =
+        std::env::temp_dir().join(format!("flux-rs-bench-operator-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
     let outcome = run_in(&scratch, &bin, &tools.helm3);
@@ -247,7 +255,12 @@ fn run_in(scratch: &Path, bin: &Path, helm: &Path) -> anyhow::Result<()> {
     let (_sim, sim_url) = start_kube_sim(&bin.join("kube-sim"))?;
     let kubeconfig = scratch.join("kubeconfig-baseline");
     std::fs::write(&kubeconfig, kubeconfig_text(&sim_url))?;
-    let baseline_time = baseline(helm, &kubeconfig, &repo.join("charts/small"), &scratch.join("helm-home"))?;
+    let baseline_time = baseline(
+        helm,
+        &kubeconfig,
+        &repo.join("charts/small"),
+        &scratch.join("helm-home"),
+    )?;
     drop(_sim);
 
     // The operator.
@@ -293,9 +306,10 @@ fn run_in(scratch: &Path, bin: &Path, helm: &Path) -> anyhow::Result<()> {
     let cached_rss = peak_rss_kib(operator.server.0.id())?;
     drop(operator);
 
-    let overhead =
-        (install_time.as_secs_f64() / baseline_time.as_secs_f64() - 1.0) * 100.0;
-    println!("bench operator: {RELEASES} HelmReleases of a small chart, --workers {WORKERS}, helm 3.17.3");
+    let overhead = (install_time.as_secs_f64() / baseline_time.as_secs_f64() - 1.0) * 100.0;
+    println!(
+        "bench operator: {RELEASES} HelmReleases of a small chart, --workers {WORKERS}, helm 3.17.3"
+    );
     println!(
         "  baseline helm upgrade --install x{RELEASES}, {WORKERS} parallel: {:.2} s",
         baseline_time.as_secs_f64()

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-pub use model::flags::{FluxDuration, ListenAddress};
 use model::HelmVersion;
+pub use model::flags::{FluxDuration, ListenAddress};
 
 /// A helm major version as written in `--enabled-helm-versions`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +21,9 @@ impl std::str::FromStr for EnabledVersion {
             "v3" => Ok(Self(HelmVersion::V3)),
             "v4" => Ok(Self(HelmVersion::V4)),
             "v2" => Err("helm v2 (Tiller) is not supported; enable v3 and/or v4".to_owned()),
-            other => Err(format!("unknown helm version {other:?} (expected v3 or v4)")),
+            other => Err(format!(
+                "unknown helm version {other:?} (expected v3 or v4)"
+            )),
         }
     }
 }
@@ -44,13 +46,22 @@ pub struct Args {
     #[arg(long, env = "HELM_OPERATOR_WORKERS", default_value_t = 4)]
     pub workers: usize,
     /// Address of the HTTP server: `/metrics`, `/healthz`, `/api/v1/sync-git`.
-    #[arg(long, short = 'l', env = "HELM_OPERATOR_LISTEN", default_value = ":3030")]
+    #[arg(
+        long,
+        short = 'l',
+        env = "HELM_OPERATOR_LISTEN",
+        default_value = ":3030"
+    )]
     pub listen: ListenAddress,
     /// How often every release is reconciled even without a change.
     #[arg(long, env = "HELM_OPERATOR_CHARTS_SYNC_INTERVAL", default_value = "3m")]
     pub charts_sync_interval: FluxDuration,
     /// Accepted for compatibility: `status.releaseStatus` is refreshed by every reconcile.
-    #[arg(long, env = "HELM_OPERATOR_STATUS_UPDATE_INTERVAL", default_value = "10s")]
+    #[arg(
+        long,
+        env = "HELM_OPERATOR_STATUS_UPDATE_INTERVAL",
+        default_value = "10s"
+    )]
     pub status_update_interval: FluxDuration,
     /// Run `helm dependency build` for git charts (unless `chart.skipDepUpdate`).
     #[arg(long, env = "HELM_OPERATOR_UPDATE_CHART_DEPS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -76,15 +87,28 @@ pub struct Args {
     #[arg(long, env = "HELM_OPERATOR_GIT_CHARTS_PATH", default_value = "charts")]
     pub git_charts_path: String,
     /// Private key for SSH git remotes (the Helm Operator image's default path).
-    #[arg(long, env = "HELM_OPERATOR_SSH_IDENTITY", default_value = "/etc/fluxd/ssh/identity")]
+    #[arg(
+        long,
+        env = "HELM_OPERATOR_SSH_IDENTITY",
+        default_value = "/etc/fluxd/ssh/identity"
+    )]
     pub ssh_identity: PathBuf,
     /// known_hosts for SSH git remotes; host keys are always verified.
-    #[arg(long, env = "HELM_OPERATOR_SSH_KNOWN_HOSTS", default_value = "/etc/fluxd/ssh/known_hosts")]
+    #[arg(
+        long,
+        env = "HELM_OPERATOR_SSH_KNOWN_HOSTS",
+        default_value = "/etc/fluxd/ssh/known_hosts"
+    )]
     pub ssh_known_hosts: PathBuf,
 
     /// Helm versions to run, comma-separated; the first is the default of releases that name
     /// none in `spec.helmVersion`.
-    #[arg(long, env = "HELM_OPERATOR_ENABLED_HELM_VERSIONS", value_delimiter = ',', default_value = "v3,v4")]
+    #[arg(
+        long,
+        env = "HELM_OPERATOR_ENABLED_HELM_VERSIONS",
+        value_delimiter = ',',
+        default_value = "v3,v4"
+    )]
     pub enabled_helm_versions: Vec<EnabledVersion>,
     /// The helm 3 binary.
     #[arg(long, env = "HELM_OPERATOR_HELM3_PATH", default_value = "helm3")]
@@ -103,7 +127,11 @@ pub struct Args {
     #[command(flatten)]
     pub oci: crate::chart::oci::OciArgs,
     /// Directory for git mirrors and helm's own state.
-    #[arg(long, env = "HELM_OPERATOR_WORK_DIR", default_value = "/tmp/helm-operator")]
+    #[arg(
+        long,
+        env = "HELM_OPERATOR_WORK_DIR",
+        default_value = "/tmp/helm-operator"
+    )]
     pub work_dir: PathBuf,
 }
 

@@ -338,7 +338,10 @@ impl Context {
     /// # Errors
     ///
     /// A message naming the Secret (never its content).
-    pub async fn pull_credentials(&self, secret: &NamespacedName) -> Result<PullCredentials, String> {
+    pub async fn pull_credentials(
+        &self,
+        secret: &NamespacedName,
+    ) -> Result<PullCredentials, String> {
         let data = self.secret(secret).await?;
         PullCredentials::from_secret_data(&data).map_err(|e| {
             format!(

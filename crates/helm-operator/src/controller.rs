@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use model::release::ChartSource;
 
 use crate::context::{Context, ReleaseObject};
@@ -83,14 +83,18 @@ fn referencing<K: ReleaseObject>(
 }
 
 /// Objects of kind `K` in `store` whose chart comes from the git repository `url`.
-fn using_repository<K: ReleaseObject>(ctx: &Context, store: &Store<K>, url: &str) -> Vec<ObjectRef<K>> {
+fn using_repository<K: ReleaseObject>(
+    ctx: &Context,
+    store: &Store<K>,
+    url: &str,
+) -> Vec<ObjectRef<K>> {
     store
         .state()
         .iter()
         .filter(|object| {
-            object.describe(ctx).is_ok_and(|desc| {
-                matches!(&desc.chart, ChartSource::Git(source) if source.url == url)
-            })
+            object.describe(ctx).is_ok_and(
+                |desc| matches!(&desc.chart, ChartSource::Git(source) if source.url == url),
+            )
         })
         .map(|object| ObjectRef::from_obj(&**object))
         .collect()
@@ -129,8 +133,7 @@ pub async fn run<K: ReleaseObject>(
         Api<K>,
         Api<PartialObjectMeta<ConfigMap>>,
         Api<PartialObjectMeta<Secret>>,
-    ) = match namespace
-    {
+    ) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
@@ -156,17 +159,25 @@ pub async fn run<K: ReleaseObject>(
     let (cm_ctx, secret_ctx) = (Arc::clone(&ctx), Arc::clone(&ctx));
     controller
         .watches_stream(
-            watcher(config_maps, watcher::Config::default().any_semantic())
-                .touched_objects(),
+            watcher(config_maps, watcher::Config::default().any_semantic()).touched_objects(),
             move |meta| {
-                referencing::<K>(&cm_ctx, ReferenceKind::ConfigMap, meta.namespace(), meta.name_any())
+                referencing::<K>(
+                    &cm_ctx,
+                    ReferenceKind::ConfigMap,
+                    meta.namespace(),
+                    meta.name_any(),
+                )
             },
         )
         .watches_stream(
-            watcher(secrets, watcher::Config::default().any_semantic())
-                .touched_objects(),
+            watcher(secrets, watcher::Config::default().any_semantic()).touched_objects(),
             move |meta| {
-                referencing::<K>(&secret_ctx, ReferenceKind::Secret, meta.namespace(), meta.name_any())
+                referencing::<K>(
+                    &secret_ctx,
+                    ReferenceKind::Secret,
+                    meta.namespace(),
+                    meta.name_any(),
+                )
             },
         )
         .reconcile_on(git_triggers(Arc::clone(&ctx), store))

@@ -168,7 +168,8 @@ pub async fn run_until(
         ssh_known_hosts: args.ssh_known_hosts.clone(),
     })
     .map_err(|e| Error::Charts(e.to_string()))?;
-    let values = values::ValuesComposer::new(client.clone()).map_err(|e| Error::Charts(e.to_string()))?;
+    let values =
+        values::ValuesComposer::new(client.clone()).map_err(|e| Error::Charts(e.to_string()))?;
     let reporter = Reporter {
         controller: "helm-operator".to_owned(),
         instance: std::env::var("POD_NAME").ok(),
@@ -242,10 +243,14 @@ pub async fn run_until(
         "helm-operator started"
     );
     let namespace = args.allow_namespace.as_deref();
-    let releases = controller::run::<HelmRelease>(Arc::clone(&ctx), namespace, stopped(stop_rx.clone()));
+    let releases =
+        controller::run::<HelmRelease>(Arc::clone(&ctx), namespace, stopped(stop_rx.clone()));
     if ctx.fhr_repo.is_some() {
-        let legacy =
-            controller::run::<FluxHelmRelease>(Arc::clone(&ctx), namespace, stopped(stop_rx.clone()));
+        let legacy = controller::run::<FluxHelmRelease>(
+            Arc::clone(&ctx),
+            namespace,
+            stopped(stop_rx.clone()),
+        );
         futures::join!(releases, legacy);
     } else {
         releases.await;

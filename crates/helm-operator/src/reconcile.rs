@@ -155,8 +155,13 @@ pub async fn apply<K: ReleaseObject>(
             status::set_phase(&mut status, Phase::Failed, &error, false, &status::now());
             status.observed_generation = object.meta().generation;
             if status != original {
-                status::write(&ctx.api::<K>(&namespace), &namespace, &object.name_any(), &status)
-                    .await?;
+                status::write(
+                    &ctx.api::<K>(&namespace),
+                    &namespace,
+                    &object.name_any(),
+                    &status,
+                )
+                .await?;
             }
             ctx.publish(&*object, EventType::Warning, "FailedReleaseSync", error)
                 .await;
@@ -172,8 +177,13 @@ pub async fn apply<K: ReleaseObject>(
         );
         status::set_phase(&mut status, Phase::Failed, &message, false, &status::now());
         if status != original {
-            status::write(&ctx.api::<K>(&namespace), &namespace, &object.name_any(), &status)
-                .await?;
+            status::write(
+                &ctx.api::<K>(&namespace),
+                &namespace,
+                &object.name_any(),
+                &status,
+            )
+            .await?;
         }
         return Ok(Requeue::await_change());
     };
@@ -207,12 +217,19 @@ async fn run_pipeline<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<Requeue,
         Ok(chart) => chart,
         Err(message) => {
             run.phase(Phase::ChartFetchFailed, &message);
-            run.event(EventType::Warning, "FailedReleaseSync", message).await;
+            run.event(EventType::Warning, "FailedReleaseSync", message)
+                .await;
             return Ok(ctx.backoff(run.object));
         }
     };
     let revision = chart.revision().to_owned();
-    let chart_changed = chart_changed(ctx, &run.desc, run.status.last_attempted_revision.as_deref(), &revision).await;
+    let chart_changed = chart_changed(
+        ctx,
+        &run.desc,
+        run.status.last_attempted_revision.as_deref(),
+        &revision,
+    )
+    .await;
     // 2. Values.
     let values = match ctx.values.compose_release(&run.desc, chart.dir()).await {
         Ok(values) => values,
@@ -220,7 +237,8 @@ async fn run_pipeline<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<Requeue,
             let message = format!("failed to compose values: {error}");
             run.phase(Phase::Failed, &message);
             run.status.observed_generation = run.object.meta().generation;
-            run.event(EventType::Warning, "FailedReleaseSync", message).await;
+            run.event(EventType::Warning, "FailedReleaseSync", message)
+                .await;
             return Ok(if error.is_transient() {
                 ctx.backoff(run.object)
             } else {
@@ -271,7 +289,8 @@ async fn run_pipeline<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<Requeue,
         Action::Recover { status, rollback } => recover(run, &status, rollback, &values).await,
         Action::Purge => {
             let message = "the release has only failed revisions: uninstalling it to install again";
-            run.event(EventType::Normal, "ReleaseRecovery", message.to_owned()).await;
+            run.event(EventType::Normal, "ReleaseRecovery", message.to_owned())
+                .await;
             uninstall_quietly(run, &values).await;
             Ok(Requeue::requeue(Duration::from_secs(1)))
         }
@@ -290,7 +309,10 @@ fn in_sync<K: ReleaseObject>(run: &mut Run<'_, K>, revision: &str, values: &Comp
     run.status.last_attempted_revision = Some(revision.to_owned());
     run.status.values_checksum = Some(values.checksum.clone());
     if !already {
-        run.phase(Phase::Succeeded, "release in sync with the chart and values");
+        run.phase(
+            Phase::Succeeded,
+            "release in sync with the chart and values",
+        );
     }
 }
 
@@ -313,7 +335,12 @@ async fn summarise(
             .history(&desc.target_namespace, &desc.release_name)
             .await?
             .iter()
-            .any(|r| matches!(r.status, ReleaseStatus::Deployed | ReleaseStatus::Superseded))
+            .any(|r| {
+                matches!(
+                    r.status,
+                    ReleaseStatus::Deployed | ReleaseStatus::Superseded
+                )
+            })
     };
     Ok(LatestRelease {
         version: record.version,
@@ -344,12 +371,22 @@ async fn resolve_chart(ctx: &Context, desc: &ReleaseDescription) -> Result<Local
             };
             let fetched = if source.repository.starts_with("oci://") {
                 ctx.oci
-                    .fetch(&source.repository, &source.name, &source.version, credentials.as_ref())
+                    .fetch(
+                        &source.repository,
+                        &source.name,
+                        &source.version,
+                        credentials.as_ref(),
+                    )
                     .await
                     .map_err(|e| format!("failed to fetch chart: {e}"))
             } else {
                 ctx.repo
-                    .fetch(&source.repository, &source.name, &source.version, credentials.as_ref())
+                    .fetch(
+                        &source.repository,
+                        &source.name,
+                        &source.version,
+                        credentials.as_ref(),
+                    )
                     .await
                     .map_err(|e| format!("failed to fetch chart: {e}"))
             };
@@ -374,11 +411,7 @@ async fn chart_changed(
         return false;
     }
     match &desc.chart {
-        ChartSource::Git(source) => ctx
-            .git
-            .touched(source, last, now)
-            .await
-            .unwrap_or(true),
+        ChartSource::Git(source) => ctx.git.touched(source, last, now).await.unwrap_or(true),
         ChartSource::Repository(_) => true,
     }
 }
@@ -394,7 +427,9 @@ async fn dependencies<K: ReleaseObject>(
     if source.skip_dep_update || !run.ctx.update_chart_deps {
         return Ok(());
     }
-    if !chart.path().join("Chart.yaml").is_file() && !chart.path().join("requirements.yaml").is_file() {
+    if !chart.path().join("Chart.yaml").is_file()
+        && !chart.path().join("requirements.yaml").is_file()
+    {
         return Ok(());
     }
     if !has_dependencies(chart.path()) {
@@ -420,7 +455,11 @@ fn has_dependencies(dir: &std::path::Path) -> bool {
         std::fs::read_to_string(dir.join(file))
             .ok()
             .and_then(|text| serde_yaml::from_str::<serde_json::Value>(&text).ok())
-            .is_some_and(|doc| doc["dependencies"].as_array().is_some_and(|d| !d.is_empty()))
+            .is_some_and(|doc| {
+                doc["dependencies"]
+                    .as_array()
+                    .is_some_and(|d| !d.is_empty())
+            })
     })
 }
 
@@ -444,7 +483,8 @@ async fn install<K: ReleaseObject>(
     let revision = chart.revision().to_owned();
     if let Err(message) = dependencies(run, chart).await {
         run.phase(Phase::ChartFetchFailed, &message);
-        run.event(EventType::Warning, "FailedReleaseSync", message).await;
+        run.event(EventType::Warning, "FailedReleaseSync", message)
+            .await;
         return Ok(ctx.backoff(run.object));
     }
     record_attempt(run, &revision, values);
@@ -483,7 +523,8 @@ async fn install<K: ReleaseObject>(
             drop(timer);
             let message = format!("install failed: {error}");
             run.phase(Phase::DeployFailed, &message);
-            run.event(EventType::Warning, "FailedReleaseSync", message).await;
+            run.event(EventType::Warning, "FailedReleaseSync", message)
+                .await;
             // A failed install is purged so the next attempt starts clean.
             uninstall_quietly(run, values).await;
             run.status.release_status = None;
@@ -506,7 +547,11 @@ async fn upgrade<K: ReleaseObject>(
     if let Some(record) = latest {
         let ownership = ctx
             .annotator
-            .ownership(&record.manifest, &run.desc.target_namespace, &run.desc.owner)
+            .ownership(
+                &record.manifest,
+                &run.desc.target_namespace,
+                &run.desc.owner,
+            )
             .await;
         match ownership {
             Ok(crate::annotate::Ownership::Other(owner)) => {
@@ -516,7 +561,8 @@ async fn upgrade<K: ReleaseObject>(
                 );
                 run.phase(Phase::Failed, &message);
                 run.status.observed_generation = run.object.meta().generation;
-                run.event(EventType::Warning, "FailedReleaseSync", message).await;
+                run.event(EventType::Warning, "FailedReleaseSync", message)
+                    .await;
                 return Ok(ctx.resync());
             }
             Ok(_) => {}
@@ -529,7 +575,8 @@ async fn upgrade<K: ReleaseObject>(
     }
     if let Err(message) = dependencies(run, chart).await {
         run.phase(Phase::ChartFetchFailed, &message);
-        run.event(EventType::Warning, "FailedReleaseSync", message).await;
+        run.event(EventType::Warning, "FailedReleaseSync", message)
+            .await;
         return Ok(ctx.backoff(run.object));
     }
     tracing::info!(release = %run.desc.release_name, reason = drift.as_str(), "upgrading");
@@ -576,7 +623,8 @@ async fn upgrade<K: ReleaseObject>(
             drop(timer);
             let message = format!("upgrade failed: {error}");
             run.phase(Phase::DeployFailed, &message);
-            run.event(EventType::Warning, "FailedReleaseSync", message).await;
+            run.event(EventType::Warning, "FailedReleaseSync", message)
+                .await;
             rollback_after_failure(run, values, before).await?;
             Ok(ctx.backoff(run.object))
         }
@@ -664,10 +712,10 @@ async fn test<K: ReleaseObject>(
     );
     options.timeout = policy.timeout;
     options.secrets = Run::<K>::redactor(values);
-    let mut timer = run
-        .ctx
-        .metrics
-        .time("test", &run.desc.target_namespace, &run.desc.release_name);
+    let mut timer =
+        run.ctx
+            .metrics
+            .time("test", &run.desc.target_namespace, &run.desc.release_name);
     match run.helm.test(&options).await {
         Ok(()) => {
             timer.succeeded();
@@ -678,7 +726,8 @@ async fn test<K: ReleaseObject>(
             drop(timer);
             let message = format!("release tests failed: {error}");
             run.phase(Phase::TestFailed, &message);
-            run.event(EventType::Warning, "FailedReleaseSync", message).await;
+            run.event(EventType::Warning, "FailedReleaseSync", message)
+                .await;
             if policy.ignore_failures {
                 return Ok(true);
             }
@@ -742,7 +791,11 @@ async fn annotate<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<(), Reconcil
     );
     let report = ctx
         .annotator
-        .annotate(&record.manifest, &run.desc.target_namespace, &run.desc.owner)
+        .annotate(
+            &record.manifest,
+            &run.desc.target_namespace,
+            &run.desc.owner,
+        )
         .await;
     if report.failed.is_empty() {
         timer.succeeded();
@@ -772,7 +825,8 @@ async fn recover<K: ReleaseObject>(
         format!("release was left {stuck}: uninstalling it to start again")
     };
     tracing::warn!(release = %run.desc.release_name, "{message}");
-    run.event(EventType::Warning, "ReleaseRecovery", message).await;
+    run.event(EventType::Warning, "ReleaseRecovery", message)
+        .await;
     let outcome = if rollback {
         let mut options = RollbackOptions::new(
             run.desc.release_name.clone(),
@@ -791,7 +845,10 @@ async fn recover<K: ReleaseObject>(
             Ok(Requeue::requeue(Duration::from_secs(1)))
         }
         Err(error) => {
-            run.phase(Phase::Failed, &format!("failed to recover the release: {error}"));
+            run.phase(
+                Phase::Failed,
+                &format!("failed to recover the release: {error}"),
+            );
             Ok(ctx.backoff(run.object))
         }
     }
@@ -845,7 +902,8 @@ pub async fn cleanup<K: ReleaseObject>(
         return Ok(Requeue::await_change());
     };
     let _permit = ctx.worker_permit().await;
-    let mut options = UninstallOptions::new(desc.release_name.clone(), desc.target_namespace.clone());
+    let mut options =
+        UninstallOptions::new(desc.release_name.clone(), desc.target_namespace.clone());
     options.timeout = desc.timeout;
     let mut timer = ctx
         .metrics

@@ -34,7 +34,10 @@ fn chart_repo(cluster: &Cluster, charts: &[&str]) -> BareRepo {
         .iter()
         .flat_map(|c| chart_files(c, &format!("charts/{c}")))
         .collect();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
     repo.commit(&refs, &[], "charts");
     repo
 }
@@ -49,12 +52,8 @@ async fn seed_mongodb_and_default_release_names(helm: Helm) {
     let cluster = Cluster::start("op-mongo").await;
     let repo = chart_repo(&cluster, &["mongodb"]);
     cluster.namespace("mongo").await;
-    let operator = Operator::start(
-        &cluster,
-        helm,
-        &[&format!("--git-url={}", repo.file_url())],
-    )
-    .await;
+    let operator =
+        Operator::start(&cluster, helm, &[&format!("--git-url={}", repo.file_url())]).await;
     // The seed's FluxHelmRelease (namespace made valid: the seed's `myNamespace` is not a DNS label).
     cluster
         .apply_yaml(
@@ -131,7 +130,12 @@ async fn git_chart_lifecycle_without_revision_churn(helm: Helm) {
     let url = repo.file_url();
 
     cluster
-        .apply_yaml(&hello_release("apps", "hello", &url, "  values:\n    greeting: one\n"))
+        .apply_yaml(&hello_release(
+            "apps",
+            "hello",
+            &url,
+            "  values:\n    greeting: one\n",
+        ))
         .await;
     cluster
         .eventually("revision 1 deployed", || async {
@@ -146,7 +150,12 @@ async fn git_chart_lifecycle_without_revision_churn(helm: Helm) {
 
     // A values change upgrades to revision 2.
     cluster
-        .apply_yaml(&hello_release("apps", "hello", &url, "  values:\n    greeting: two\n"))
+        .apply_yaml(&hello_release(
+            "apps",
+            "hello",
+            &url,
+            "  values:\n    greeting: two\n",
+        ))
         .await;
     cluster
         .eventually("revision 2 deployed", || async {
@@ -208,11 +217,19 @@ async fn git_chart_lifecycle_without_revision_churn(helm: Helm) {
 
     // Deleting the object uninstalls the release.
     cluster
-        .delete("helm.fluxcd.io", "v1", "HelmRelease", "helmreleases", "apps", "hello")
+        .delete(
+            "helm.fluxcd.io",
+            "v1",
+            "HelmRelease",
+            "helmreleases",
+            "apps",
+            "hello",
+        )
         .await;
     cluster
         .eventually("the release uninstalled and the object gone", || async {
-            cluster.latest(helm, "apps", "apps-hello").is_none() && !cluster.hr_exists("apps", "hello")
+            cluster.latest(helm, "apps", "apps-hello").is_none()
+                && !cluster.hr_exists("apps", "hello")
         })
         .await;
 
@@ -232,7 +249,14 @@ async fn git_chart_lifecycle_without_revision_churn(helm: Helm) {
         .await;
     operator.stop().await;
     cluster
-        .delete("helm.fluxcd.io", "v1", "HelmRelease", "helmreleases", "apps", "later")
+        .delete(
+            "helm.fluxcd.io",
+            "v1",
+            "HelmRelease",
+            "helmreleases",
+            "apps",
+            "later",
+        )
         .await;
     assert!(
         cluster.hr_exists("apps", "later"),
@@ -242,7 +266,8 @@ async fn git_chart_lifecycle_without_revision_churn(helm: Helm) {
     let operator = Operator::start(&cluster, helm, &[]).await;
     cluster
         .eventually("apps-later uninstalled after the restart", || async {
-            cluster.latest(helm, "apps", "apps-later").is_none() && !cluster.hr_exists("apps", "later")
+            cluster.latest(helm, "apps", "apps-later").is_none()
+                && !cluster.hr_exists("apps", "later")
         })
         .await;
     operator.stop().await;
@@ -273,7 +298,12 @@ async fn failed_upgrade_is_rolled_back_without_looping(helm: Helm) {
         .apply_yaml(&hello_release("apps", "once", &url, &spec(false, "")))
         .await;
     cluster
-        .apply_yaml(&hello_release("apps", "retried", &url, &spec(false, "    retry: true\n    maxRetries: 2\n")))
+        .apply_yaml(&hello_release(
+            "apps",
+            "retried",
+            &url,
+            &spec(false, "    retry: true\n    maxRetries: 2\n"),
+        ))
         .await;
     for name in ["once", "retried"] {
         cluster
@@ -296,8 +326,15 @@ async fn failed_upgrade_is_rolled_back_without_looping(helm: Helm) {
     assert_eq!(status["rollbackCount"], 1);
     assert_eq!(cluster.hr_condition("apps", "once", "Released"), "False");
     let history = cluster.history(helm, "apps", "apps-once");
-    let statuses: Vec<&str> = history.iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["superseded", "failed", "deployed"], "{history:?}");
+    let statuses: Vec<&str> = history
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["superseded", "failed", "deployed"],
+        "{history:?}"
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(
         cluster.history(helm, "apps", "apps-once").len(),
@@ -308,7 +345,12 @@ async fn failed_upgrade_is_rolled_back_without_looping(helm: Helm) {
 
     // With retry and maxRetries 2: the first attempt and exactly two retries.
     cluster
-        .apply_yaml(&hello_release("apps", "retried", &url, &spec(true, "    retry: true\n    maxRetries: 2\n")))
+        .apply_yaml(&hello_release(
+            "apps",
+            "retried",
+            &url,
+            &spec(true, "    retry: true\n    maxRetries: 2\n"),
+        ))
         .await;
     cluster
         .eventually("three rollbacks", || async {
@@ -352,13 +394,21 @@ async fn values_from_sources_merge_and_trigger_upgrades(helm: Helm) {
             cluster.hr_condition("apps", "merged", "Released") == "True"
         })
         .await;
-    let config_map = cluster.sim.object("", "configmaps", "apps", "apps-merged").unwrap();
-    assert_eq!(config_map["data"]["greeting"], "from-secret", "the Secret wins over the ConfigMap");
-    let deployment = cluster.sim.object("apps", "deployments", "apps", "apps-merged").unwrap();
+    let config_map = cluster
+        .sim
+        .object("", "configmaps", "apps", "apps-merged")
+        .unwrap();
+    assert_eq!(
+        config_map["data"]["greeting"], "from-secret",
+        "the Secret wins over the ConfigMap"
+    );
+    let deployment = cluster
+        .sim
+        .object("apps", "deployments", "apps", "apps-merged")
+        .unwrap();
     assert_eq!(deployment["spec"]["replicas"], 3, "inline values win");
     assert_eq!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-        "example/one:1",
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"], "example/one:1",
         "the ConfigMap's values are used"
     );
 
@@ -371,10 +421,15 @@ async fn values_from_sources_merge_and_trigger_upgrades(helm: Helm) {
             cluster
                 .sim
                 .object("apps", "deployments", "apps", "apps-merged")
-                .is_some_and(|d| d["spec"]["template"]["spec"]["containers"][0]["image"] == "example/two:2")
+                .is_some_and(|d| {
+                    d["spec"]["template"]["spec"]["containers"][0]["image"] == "example/two:2"
+                })
         })
         .await;
-    assert_eq!(cluster.latest(helm, "apps", "apps-merged"), Some((2, "deployed".into())));
+    assert_eq!(
+        cluster.latest(helm, "apps", "apps-merged"),
+        Some((2, "deployed".into()))
+    );
 
     // A missing source that is not optional: a condition says why, and helm never runs for it.
     cluster
@@ -404,7 +459,11 @@ async fn values_from_sources_merge_and_trigger_upgrades(helm: Helm) {
         "{released}"
     );
     assert!(
-        !operator.helm.calls().iter().any(|c| c.contains("apps-missing")),
+        !operator
+            .helm
+            .calls()
+            .iter()
+            .any(|c| c.contains("apps-missing")),
         "no helm call for a release whose values cannot be composed"
     );
     // The ConfigMap appearing triggers the install.

@@ -73,7 +73,10 @@ async fn killed_during_a_slow_install_then_recovered(version: Helm) {
     let cluster = Cluster::start("op-recovery").await;
     let repo = BareRepo::new(cluster.dir.path(), "config", "master");
     let files = chart_files("hello", "charts/hello");
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
     repo.commit(&refs, &[], "chart");
     cluster.namespace("apps").await;
     let helm = CountingHelm::new(cluster.dir.path(), version);

@@ -26,23 +26,36 @@ pub fn tool(variable: &str) -> PathBuf {
         panic!("{variable} is not set: run the tests with `cargo xtask test`, which fetches helm")
     });
     let path = PathBuf::from(path);
-    assert!(path.is_file(), "{variable} points at {}, which does not exist", path.display());
+    assert!(
+        path.is_file(),
+        "{variable} points at {}, which does not exist",
+        path.display()
+    );
     path
 }
 
 /// A fixture chart directory under `tests/fixtures/charts` (`hello`, `mongodb`).
 pub fn chart(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/charts")
+        .join(name)
 }
 
 /// Every file of a fixture chart as `(path under prefix, content)`, for committing to a repo.
 pub fn chart_files(name: &str, prefix: &str) -> Vec<(String, String)> {
     fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<(String, String)>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         entries.sort_by_key(std::fs::DirEntry::file_name);
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             if entry.file_type().unwrap().is_dir() {
                 walk(&entry.path(), &rel, out);
             } else {
@@ -96,12 +109,13 @@ pub struct Cluster {
 impl Cluster {
     /// Starts kube-sim and registers the CRDs (waiting until they are served).
     pub async fn start(label: &str) -> Self {
-        use kube::api::{Api, PostParams};
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::api::{Api, PostParams};
         let sim = KubeSim::start().unwrap();
         let client = kube_client(&sim).await;
         let dir = test_support::TempDir::new(label);
-        sim.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+        sim.write_kubeconfig(&dir.path().join("kubeconfig"))
+            .unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for file in model::crds::rendered().unwrap() {
             let crd: CustomResourceDefinition = serde_yaml::from_str(&file.yaml).unwrap();
@@ -131,8 +145,10 @@ impl Cluster {
 
     /// Creates a namespace.
     pub async fn namespace(&self, name: &str) {
-        self.apply_yaml(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"))
-            .await;
+        self.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
+        ))
+        .await;
     }
 
     /// Creates or replaces an object from YAML by server-side apply (manager `test`).
@@ -141,7 +157,10 @@ impl Cluster {
         use kube::discovery::{ApiResource, Scope};
         let object: DynamicObject = serde_yaml::from_str(yaml).unwrap();
         let types = object.types.clone().unwrap();
-        let discovery = kube::discovery::Discovery::new(self.client.clone()).run().await.unwrap();
+        let discovery = kube::discovery::Discovery::new(self.client.clone())
+            .run()
+            .await
+            .unwrap();
         let (group, version) = types
             .api_version
             .split_once('/')
@@ -156,27 +175,48 @@ impl Cluster {
             .unwrap_or_else(|| panic!("kind {} not served", types.kind));
         let name = object.metadata.name.clone().unwrap();
         let api: Api<DynamicObject> = match (caps.scope, object.metadata.namespace.as_deref()) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &resource),
-            (Scope::Namespaced, None) => Api::namespaced_with(self.client.clone(), "default", &resource),
+            (Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(self.client.clone(), ns, &resource)
+            }
+            (Scope::Namespaced, None) => {
+                Api::namespaced_with(self.client.clone(), "default", &resource)
+            }
             (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
         };
-        api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object))
-            .await
-            .unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap();
     }
 
     /// Deletes an object by group/plural.
-    pub async fn delete(&self, group: &str, version: &str, kind: &str, plural: &str, namespace: &str, name: &str) {
+    pub async fn delete(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) {
         use kube::api::{Api, DeleteParams, DynamicObject};
         use kube::discovery::ApiResource;
         let resource = ApiResource {
             group: group.to_owned(),
             version: version.to_owned(),
-            api_version: if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") },
+            api_version: if group.is_empty() {
+                version.to_owned()
+            } else {
+                format!("{group}/{version}")
+            },
             kind: kind.to_owned(),
             plural: plural.to_owned(),
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
 
@@ -242,7 +282,10 @@ impl Cluster {
     {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !condition().await {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
@@ -314,9 +357,18 @@ impl Operator {
             helm_flag,
             "--charts-sync-interval=1s".to_owned(),
             "--git-poll-interval=1s".to_owned(),
-            format!("--work-dir={}", cluster.dir.path().join("operator").display()),
-            format!("--ssh-known-hosts={}", cluster.dir.path().join("known_hosts").display()),
-            format!("--ssh-identity={}", cluster.dir.path().join("identity").display()),
+            format!(
+                "--work-dir={}",
+                cluster.dir.path().join("operator").display()
+            ),
+            format!(
+                "--ssh-known-hosts={}",
+                cluster.dir.path().join("known_hosts").display()
+            ),
+            format!(
+                "--ssh-identity={}",
+                cluster.dir.path().join("identity").display()
+            ),
         ];
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
         let args = helm_operator::Args::parse_from(argv);
@@ -330,10 +382,18 @@ impl Operator {
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the operator did not start listening");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the operator did not start listening"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        Self { port, helm: counting, stop: Some(stop), task: Some(task) }
+        Self {
+            port,
+            helm: counting,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Stops the operator and waits for it.
@@ -353,8 +413,14 @@ impl Operator {
         write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        let code = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
+        let code = response
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_owned());
         (code, body)
     }
 }
