@@ -1,5 +1,6 @@
-//! The agent's git mirror of the config repository (Flux v1 `pkg/git`): a bare mirror under the
-//! agent's work dir, kept current by [`Mirror::refresh`], read with `gix` (export a revision's
+//! `git-mirror`: a bare git mirror of a remote repository (Flux v1 `pkg/git`), shared by the
+//! agent (its config repository) and the helm-operator (git chart sources): a bare mirror under a
+//! work dir, kept current by [`Mirror::refresh`], read with `gix` (export a revision's
 //! files, list commits and changed paths, read the sync tag), and the sync tag moved on the remote
 //! by [`Mirror::move_sync_tag`].
 //!
