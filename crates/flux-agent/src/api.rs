@@ -17,8 +17,8 @@ use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use git_mirror::{Mirror, MirrorState};
 use crate::metrics::Metrics;
+use git_mirror::{Mirror, MirrorState};
 
 /// What the API reads from the running agent.
 pub struct AgentState {

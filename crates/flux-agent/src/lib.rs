@@ -28,7 +28,7 @@ use kube::api::Api;
 pub use args::Args;
 
 use api::AgentState;
-use git_mirror::{GitConfig, Mirror, SshConfig};
+use git_mirror::{GitConfig, Mirror, MirrorMode, SshConfig};
 use identity::KeySecret;
 use manifests::LoadOptions;
 use state::SyncMarker;
@@ -150,6 +150,8 @@ pub async fn run_until(
             identity_file,
             known_hosts_file,
         }),
+        mode: MirrorMode::Branch,
+        credentials: None,
     };
     let mirror = Arc::new(Mutex::new(Mirror::new(
         git_config,
