@@ -192,6 +192,10 @@ fn start_operator(
         .arg("--charts-sync-interval=30m")
         .arg("--git-poll-interval=30m")
         .arg(format!("--work-dir={}", work.display()))
+        .arg(format!(
+            "--chart-cache-dir={}",
+            work.join("chart-cache").display()
+        ))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

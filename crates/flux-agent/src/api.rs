@@ -17,8 +17,8 @@ use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::git::{Mirror, MirrorState};
 use crate::metrics::Metrics;
+use git_mirror::{Mirror, MirrorState};
 
 /// What the API reads from the running agent.
 pub struct AgentState {
@@ -87,7 +87,7 @@ struct Change {
 /// Repository URLs compared as Flux v1 did: ignoring the scheme, credentials and `.git`.
 fn same_repository(a: &str, b: &str) -> bool {
     let normal = |url: &str| {
-        let url = crate::git::safe_url(url);
+        let url = git_mirror::safe_url(url);
         let rest = url
             .split_once("://")
             .map_or(url.as_str(), |(_, r)| r)

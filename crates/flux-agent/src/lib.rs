@@ -1,7 +1,7 @@
 //! `flux-agent`: keeps a cluster equal to a git config repository (Flux v1's fluxd, git -> cluster
 //! half). Image automation (registry -> git) arrives with a later issue.
 //!
-//! [`run`] wires the modules together: the deploy key ([`identity`]), the git mirror ([`git`]),
+//! [`run`] wires the modules together: the deploy key ([`identity`]), the git mirror ([`git_mirror`]),
 //! reading manifests ([`manifests`], [`generate`]), applying and collecting them ([`sync`]),
 //! the sync marker ([`state`]), the HTTP API ([`api`]) and metrics ([`metrics`]). The loop
 //! fetches every `--git-poll-interval`, syncs on a new commit, every `--sync-interval` and when
@@ -11,7 +11,6 @@
 pub mod api;
 pub mod args;
 pub mod generate;
-pub mod git;
 pub mod identity;
 pub mod manifests;
 pub mod metrics;
@@ -29,7 +28,7 @@ use kube::api::Api;
 pub use args::Args;
 
 use api::AgentState;
-use git::{GitConfig, Mirror, SshConfig};
+use git_mirror::{GitConfig, Mirror, MirrorMode, SshConfig};
 use identity::KeySecret;
 use manifests::LoadOptions;
 use state::SyncMarker;
@@ -151,6 +150,8 @@ pub async fn run_until(
             identity_file,
             known_hosts_file,
         }),
+        mode: MirrorMode::Branch,
+        credentials: None,
     };
     let mirror = Arc::new(Mutex::new(Mirror::new(
         git_config,
@@ -164,7 +165,7 @@ pub async fn run_until(
     } else {
         SyncMarker::Git
     };
-    let safe_url = git::safe_url(&args.git_url);
+    let safe_url = git_mirror::safe_url(&args.git_url);
     let state = Arc::new(AgentState {
         version: VERSION.to_owned(),
         public_key: identity.public_key().to_owned(),

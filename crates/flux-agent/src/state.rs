@@ -3,7 +3,7 @@
 //! deploy-key Secret (`--sync-state=secret`, forced by `--git-readonly`), as Flux v1
 //! `pkg/sync/{git,secret}.go` did.
 //!
-//! The tag is moved without force-pushing (delete, then push: see `git::Mirror::move_sync_tag`),
+//! The tag is moved without force-pushing (delete, then push: see `git_mirror::Mirror::move_sync_tag`),
 //! so repositories whose hooks refuse forced pushes accept it.
 
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::git::{GitError, Mirror};
+use git_mirror::{GitError, Mirror};
 
 /// The annotation that holds the sync marker with `--sync-state=secret`.
 pub const SYNC_HWM_ANNOTATION: &str = "flux.weave.works/sync-hwm";

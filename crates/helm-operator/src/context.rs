@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::annotate::Annotator;
 use crate::chart::credentials::PullCredentials;
-use crate::chart::git::{GitCharts, GitCredentials};
+use crate::chart::git::GitCharts;
 use crate::chart::oci::OciCharts;
 use crate::chart::repo::RepoCharts;
 use crate::helm::HelmCli;
@@ -197,7 +197,7 @@ pub struct Context {
     /// Release records from Helm's storage.
     pub storage: ReleaseStorage,
     /// Git chart sources.
-    pub git: GitCharts,
+    pub git: Arc<GitCharts>,
     /// Helm repository chart sources.
     pub repo: RepoCharts,
     /// OCI chart sources.
@@ -314,7 +314,10 @@ impl Context {
     /// # Errors
     ///
     /// A message naming the Secret (never its content).
-    pub async fn git_credentials(&self, secret: &NamespacedName) -> Result<GitCredentials, String> {
+    pub async fn git_credentials(
+        &self,
+        secret: &NamespacedName,
+    ) -> Result<git_mirror::Credentials, String> {
         let data = self.secret(secret).await?;
         let field = |key: &str| {
             data.get(key)
@@ -326,11 +329,12 @@ impl Context {
                     )
                 })
         };
-        Ok(GitCredentials::new(
-            format!("{}/{}", secret.namespace, secret.name),
-            field("username")?,
-            field("password")?,
-        ))
+        git_mirror::Credentials::new(field("username")?, field("password")?).map_err(|e| {
+            format!(
+                "unusable credentials in Secret {}/{}: {e}",
+                secret.namespace, secret.name
+            )
+        })
     }
 
     /// Chart pull credentials from a `chartPullSecret`.

@@ -116,7 +116,7 @@ fn git_triggers<K: ReleaseObject>(
         }
     })
     .flat_map(move |moved| {
-        let refs = using_repository(&ctx, &store, &moved.url);
+        let refs = using_repository(&ctx, &store, moved.url());
         futures::stream::iter(refs)
     })
 }

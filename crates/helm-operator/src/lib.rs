@@ -164,9 +164,12 @@ pub async fn run_until(
         poll_interval: args.git_poll_interval.0,
         timeout: args.git_timeout.0,
         default_ref: args.git_default_ref.clone(),
-        ssh_identity: args.ssh_identity.clone(),
-        ssh_known_hosts: args.ssh_known_hosts.clone(),
+        ssh: args.ssh_identity.is_file().then(|| git_mirror::SshConfig {
+            identity_file: args.ssh_identity.clone(),
+            known_hosts_file: args.ssh_known_hosts.clone(),
+        }),
     })
+    .map(Arc::new)
     .map_err(|e| Error::Charts(e.to_string()))?;
     let values =
         values::ValuesComposer::new(client.clone()).map_err(|e| Error::Charts(e.to_string()))?;
@@ -228,9 +231,19 @@ pub async fn run_until(
             }
         }
     });
-    let poller = tokio::spawn({
-        let ctx = Arc::clone(&ctx);
-        async move { ctx.git.poll(sync_git).await }
+    let poller = ctx.git.start_polling();
+    let on_request = tokio::spawn({
+        let git = Arc::clone(&ctx.git);
+        async move {
+            loop {
+                sync_git.notified().await;
+                for (mirror, result) in git.refresh_all().await {
+                    if let Err(error) = result {
+                        tracing::warn!(%mirror, %error, "git chart mirror refresh failed");
+                    }
+                }
+            }
+        }
     });
     tokio::spawn(async move {
         shutdown.await;
@@ -256,6 +269,7 @@ pub async fn run_until(
         releases.await;
     }
     poller.abort();
+    on_request.abort();
     let _ = server.await;
     Ok(())
 }

@@ -68,7 +68,7 @@ enum LocalChart {
 impl LocalChart {
     fn path(&self) -> &std::path::Path {
         match self {
-            Self::Git(chart) => chart.path(),
+            Self::Git(chart) => chart.chart_dir(),
             Self::Packaged(chart) => &chart.path,
         }
     }
@@ -82,7 +82,7 @@ impl LocalChart {
 
     fn dir(&self) -> Option<&std::path::Path> {
         match self {
-            Self::Git(chart) => Some(chart.path()),
+            Self::Git(chart) => Some(chart.chart_dir()),
             Self::Packaged(_) => None,
         }
     }
@@ -201,10 +201,11 @@ pub async fn apply<K: ReleaseObject>(
     };
     let requeue = run_pipeline(&mut run).await;
     let outcome = run.flush().await;
-    if let Ok(requeue) = &requeue {
-        if *requeue == ctx.resync() {
-            sync_timer.succeeded();
-        }
+    if requeue.is_ok()
+        && status::condition(&run.status, model::ConditionType::Released)
+            == Some(model::ConditionStatus::True)
+    {
+        sync_timer.succeeded();
     }
     outcome?;
     requeue
@@ -359,10 +360,10 @@ async fn resolve_chart(ctx: &Context, desc: &ReleaseDescription) -> Result<Local
                 None => None,
             };
             ctx.git
-                .fetch(source, credentials)
+                .fetch(source, credentials.as_ref())
                 .await
                 .map(LocalChart::Git)
-                .map_err(|e| format!("chart not ready: {e}"))
+                .map_err(|e| e.to_string())
         }
         ChartSource::Repository(source) => {
             let credentials = match &source.pull_secret {

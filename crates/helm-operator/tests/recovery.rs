@@ -37,6 +37,10 @@ impl OperatorProcess {
             .arg("--charts-sync-interval=1s")
             .arg("--git-poll-interval=1s")
             .arg(format!(
+                "--chart-cache-dir={}",
+                cluster.dir.path().join("chart-cache").display()
+            ))
+            .arg(format!(
                 "--work-dir={}",
                 cluster.dir.path().join("operator").display()
             ))

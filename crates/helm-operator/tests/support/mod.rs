@@ -122,17 +122,12 @@ impl Cluster {
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
         let cluster = Self { sim, client, dir };
+        let releases: kube::Api<model::HelmRelease> = kube::Api::all(cluster.client.clone());
+        let legacy: kube::Api<model::FluxHelmRelease> = kube::Api::all(cluster.client.clone());
         cluster
             .eventually("the CRDs to be served", || async {
-                cluster
-                    .sim
-                    .names()
-                    .iter()
-                    .any(|n| n.contains("helmreleases"))
-                    || kube::discovery::Discovery::new(cluster.client.clone())
-                        .run()
-                        .await
-                        .is_ok_and(|d| d.groups().any(|g| g.name() == "helm.fluxcd.io"))
+                releases.list(&Default::default()).await.is_ok()
+                    && legacy.list(&Default::default()).await.is_ok()
             })
             .await;
         cluster
