@@ -40,6 +40,9 @@ pub enum ReconcileError {
     /// Writing status failed.
     #[error(transparent)]
     Status(#[from] status::StatusError),
+    /// Reading the object failed.
+    #[error("failed to read the object: {0}")]
+    Read(#[source] kube::Error),
     /// Reading the release record failed.
     #[error("failed to read the release record: {0}")]
     Storage(#[from] crate::helm::storage::StorageError),
@@ -146,6 +149,17 @@ pub async fn apply<K: ReleaseObject>(
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {
     let namespace = object.namespace().unwrap_or_default();
+    // The controller's cache may not have seen this operator's last status write yet; deciding
+    // (and writing status) from a stale copy would undo it. One GET gives the current object.
+    let object = match ctx
+        .api::<K>(&namespace)
+        .get_opt(&object.name_any())
+        .await
+        .map_err(ReconcileError::Read)?
+    {
+        Some(fresh) => Arc::new(fresh),
+        None => return Ok(Requeue::await_change()),
+    };
     let original = object.current_status();
     let desc = match object.describe(&ctx) {
         Ok(desc) => desc,

@@ -338,6 +338,10 @@ impl Operator {
     /// `extra` flags.
     pub async fn start(cluster: &Cluster, helm: Helm, extra: &[&str]) -> Self {
         use clap::Parser;
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let port = test_support::free_port();
         let counting = CountingHelm::new(cluster.dir.path(), helm);
         let helm_flag = match helm {
