@@ -478,3 +478,201 @@ async fn values_from_sources_merge_and_trigger_upgrades(helm: Helm) {
     operator.stop().await;
 }
 both_helms!(values_from_sources_merge_and_trigger_upgrades);
+
+/// Runs the real helm 3 (packaging and pushing only) with its state in `home`.
+fn helm_tool(home: &std::path::Path, args: &[&str], stdin: Option<&str>) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(Helm::V3.binary())
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("HELM_REGISTRY_CONFIG", home.join("registry.json"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn repository_and_oci_charts_with_a_pull_secret(helm: Helm) {
+    const PASSWORD: &str = "pull-s3cret-value";
+    let cluster = Cluster::start("op-sources").await;
+    let home = cluster.dir.path().join("packager");
+    let packages = cluster.dir.path().join("packages");
+    let chart = |name: &str| support::chart(name).display().to_string();
+    for name in ["hello", "mongodb"] {
+        helm_tool(
+            &home,
+            &[
+                "package",
+                &chart(name),
+                "--destination",
+                packages.to_str().unwrap(),
+            ],
+            None,
+        );
+    }
+    helm_tool(&home, &["repo", "index", packages.to_str().unwrap()], None);
+    let repository = test_support::HttpDir::start(&packages);
+    let open_dir = cluster.dir.path().join("registry-open");
+    let auth_dir = cluster.dir.path().join("registry-auth");
+    std::fs::create_dir_all(&open_dir).unwrap();
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    let open = test_support::Registry::start(&open_dir);
+    let private = test_support::Registry::start_with_htpasswd(&auth_dir, "puller", PASSWORD);
+    let tgz = packages.join("mongodb-0.1.0.tgz");
+    helm_tool(
+        &home,
+        &[
+            "push",
+            tgz.to_str().unwrap(),
+            &open.oci_url("charts"),
+            "--plain-http",
+        ],
+        None,
+    );
+    helm_tool(
+        &home,
+        &[
+            "registry",
+            "login",
+            &private.host(),
+            "--username",
+            "puller",
+            "--password-stdin",
+            "--insecure",
+        ],
+        Some(PASSWORD),
+    );
+    helm_tool(
+        &home,
+        &[
+            "push",
+            tgz.to_str().unwrap(),
+            &private.oci_url("charts"),
+            "--plain-http",
+        ],
+        None,
+    );
+
+    cluster.namespace("apps").await;
+    cluster
+        .apply_yaml(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pull\n  namespace: apps\nstringData:\n  username: puller\n  password: {PASSWORD}\n"
+        ))
+        .await;
+    cluster
+        .apply_yaml("apiVersion: v1\nkind: Secret\nmetadata:\n  name: wrong\n  namespace: apps\nstringData:\n  username: puller\n  password: not-the-password\n")
+        .await;
+    let operator = Operator::start(
+        &cluster,
+        helm,
+        &[&format!(
+            "--insecure-registry={},{}",
+            open.host(),
+            private.host()
+        )],
+    )
+    .await;
+    let release = |name: &str, chart: &str| {
+        format!(
+            "apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: {name}\n  namespace: apps\nspec:\n  chart:\n{chart}"
+        )
+    };
+    cluster
+        .apply_yaml(&release(
+            "from-repo",
+            &format!(
+                "    repository: {}/\n    name: hello\n    version: 0.1.0\n",
+                repository.url()
+            ),
+        ))
+        .await;
+    cluster
+        .apply_yaml(&release(
+            "from-oci",
+            &format!(
+                "    repository: {}\n    name: mongodb\n    version: 0.1.0\n",
+                open.oci_url("charts")
+            ),
+        ))
+        .await;
+    cluster
+        .apply_yaml(&release(
+            "from-private",
+            &format!(
+                "    repository: {}\n    name: mongodb\n    version: 0.1.0\n    chartPullSecret:\n      name: pull\n",
+                private.oci_url("charts")
+            ),
+        ))
+        .await;
+    cluster
+        .apply_yaml(&release(
+            "wrong-secret",
+            &format!(
+                "    repository: {}\n    name: mongodb\n    version: 0.1.0\n    chartPullSecret:\n      name: wrong\n",
+                private.oci_url("charts")
+            ),
+        ))
+        .await;
+    for name in ["from-repo", "from-oci", "from-private"] {
+        cluster
+            .eventually(&format!("{name} Released"), || async {
+                cluster.hr_condition("apps", name, "Released") == "True"
+            })
+            .await;
+        assert_eq!(
+            cluster.hr_status("apps", name)["revision"],
+            "0.1.0",
+            "the chart version is the revision"
+        );
+    }
+    assert!(
+        cluster
+            .sim
+            .object("apps", "deployments", "apps", "apps-from-oci")
+            .is_some()
+    );
+    assert!(
+        cluster
+            .sim
+            .object("apps", "deployments", "apps", "apps-from-private")
+            .is_some()
+    );
+    cluster
+        .eventually("the wrong credentials reported", || async {
+            cluster.hr_condition("apps", "wrong-secret", "ChartFetched") == "False"
+        })
+        .await;
+    let status = cluster.hr_status("apps", "wrong-secret").to_string();
+    assert!(status.contains("nauthorized"), "{status}");
+    let mut everything = status;
+    for (group, plural) in [
+        ("events.k8s.io", "events"),
+        ("helm.fluxcd.io", "helmreleases"),
+    ] {
+        for key in cluster.sim.names(group, plural) {
+            let (namespace, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+            if let Some(object) = cluster.sim.object(group, plural, namespace, name) {
+                everything.push_str(&object.to_string());
+            }
+        }
+    }
+    let (_, metrics) = operator.http("GET", "/metrics");
+    everything.push_str(&metrics);
+    assert!(!everything.contains(PASSWORD) && !everything.contains("not-the-password"));
+    operator.stop().await;
+}
+both_helms!(repository_and_oci_charts_with_a_pull_secret);
