@@ -220,6 +220,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Objects seen per kind, summed into `flux_helm_operator_release_count`.
     pub counts: Mutex<BTreeMap<&'static str, usize>>,
+    /// Git chart sources in use per kind, for dropping unused mirrors.
+    pub git_sources: Mutex<BTreeMap<&'static str, Vec<model::release::GitChartSource>>>,
+    /// Helm processes already added to `flux_helm_operator_helm_processes_total`, per version.
+    pub helm_counted: Mutex<BTreeMap<HelmVersion, u64>>,
 }
 
 impl Context {
@@ -252,6 +256,40 @@ impl Context {
         self.metrics
             .release_count
             .set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
+    /// Records the git chart sources the objects of `kind` use now.
+    pub fn set_git_sources(
+        &self,
+        kind: &'static str,
+        sources: Vec<model::release::GitChartSource>,
+    ) {
+        lock(&self.git_sources).insert(kind, sources);
+    }
+
+    /// Drops git mirrors no object uses any more (the original kept them until restart).
+    pub async fn drop_unused_mirrors(&self) {
+        let sources: Vec<model::release::GitChartSource> = lock(&self.git_sources)
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        for key in self.git.retain(sources.iter()).await {
+            tracing::info!(mirror = %key, "dropped a git chart mirror no release uses");
+        }
+    }
+
+    /// Brings `flux_helm_operator_helm_processes_total` up to the drivers' own counts.
+    pub fn count_helm_processes(&self) {
+        let mut counted = lock(&self.helm_counted);
+        for (version, helm) in &self.helms {
+            let now = helm.processes_started();
+            let before = counted.insert(*version, now).unwrap_or(0);
+            self.metrics
+                .helm_processes
+                .with_label_values(&[version.as_str()])
+                .inc_by(now.saturating_sub(before));
+        }
     }
 
     /// The periodic resync.

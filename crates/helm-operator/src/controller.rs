@@ -151,7 +151,16 @@ pub async fn run<K: ReleaseObject>(
         let (ctx, store) = (Arc::clone(&ctx), store.clone());
         tokio::spawn(async move {
             loop {
-                ctx.set_release_count(K::KIND, store.state().len());
+                let objects = store.state();
+                ctx.set_release_count(K::KIND, objects.len());
+                let sources = objects
+                    .iter()
+                    .filter_map(|o| match o.describe(&ctx).ok()?.chart {
+                        ChartSource::Git(source) => Some(source),
+                        ChartSource::Repository(_) => None,
+                    })
+                    .collect();
+                ctx.set_git_sources(K::KIND, sources);
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             }
         })

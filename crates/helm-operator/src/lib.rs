@@ -203,6 +203,8 @@ pub async fn run_until(
         failures: Mutex::default(),
         recorder: Recorder::new(client, reporter),
         counts: Mutex::default(),
+        git_sources: Mutex::default(),
+        helm_counted: Mutex::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen.0)
@@ -232,6 +234,22 @@ pub async fn run_until(
         }
     });
     let poller = ctx.git.start_polling();
+    let housekeeping = tokio::spawn({
+        let ctx = Arc::clone(&ctx);
+        async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+            let mut round: u64 = 0;
+            loop {
+                ticks.tick().await;
+                ctx.count_helm_processes();
+                round += 1;
+                // Every minute, after the controllers filled their caches.
+                if round % 12 == 0 {
+                    ctx.drop_unused_mirrors().await;
+                }
+            }
+        }
+    });
     let on_request = tokio::spawn({
         let git = Arc::clone(&ctx.git);
         async move {
@@ -270,6 +288,7 @@ pub async fn run_until(
     }
     poller.abort();
     on_request.abort();
+    housekeeping.abort();
     let _ = server.await;
     Ok(())
 }

@@ -676,3 +676,58 @@ async fn repository_and_oci_charts_with_a_pull_secret(helm: Helm) {
     operator.stop().await;
 }
 both_helms!(repository_and_oci_charts_with_a_pull_secret);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_git_refreshes_mirrors_now_and_metrics_keep_helm_operator_names() {
+    let helm = Helm::V3;
+    let cluster = Cluster::start("op-sync-git").await;
+    let repo = chart_repo(&cluster, &["hello"]);
+    cluster.namespace("apps").await;
+    // Mirrors are polled only hourly: only the API call can bring the new commit in time.
+    let operator = Operator::start(&cluster, helm, &["--git-poll-interval=1h"]).await;
+    let url = repo.file_url();
+    cluster
+        .apply_yaml(&hello_release("apps", "hello", &url, ""))
+        .await;
+    cluster
+        .eventually("revision 1", || async {
+            cluster.hr_condition("apps", "hello", "Released") == "True"
+        })
+        .await;
+    let chart_yaml = std::fs::read_to_string(support::chart("hello").join("Chart.yaml")).unwrap();
+    repo.commit(
+        &[(
+            "charts/hello/Chart.yaml",
+            &chart_yaml.replace("version: 0.1.0", "version: 0.2.0"),
+        )],
+        &[],
+        "bump the chart",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        cluster.latest(helm, "apps", "apps-hello"),
+        Some((1, "deployed".into())),
+        "nothing moves before the mirror is refreshed"
+    );
+    let (code, body) = operator.http("POST", "/api/v1/sync-git");
+    assert_eq!((code, body.as_str()), (200, "OK"));
+    cluster
+        .eventually("revision 2 after sync-git", || async {
+            cluster.latest(helm, "apps", "apps-hello") == Some((2, "deployed".into()))
+        })
+        .await;
+    cluster
+        .eventually("the metrics", || async {
+            let (_, text) = operator.http("GET", "/metrics");
+            text.contains("flux_helm_operator_release_condition_info{condition=\"Released\",release_name=\"apps-hello\",target_namespace=\"apps\"} 1")
+                && text.contains("flux_helm_operator_release_count 1")
+                && text.contains("flux_helm_operator_release_action_duration_seconds_count{action=\"upgrade\",release_name=\"apps-hello\",success=\"true\",target_namespace=\"apps\"} 1")
+                && text
+                    .lines()
+                    .any(|l| l.starts_with("flux_helm_operator_helm_processes_total{version=\"v3\"}") && !l.ends_with(" 0"))
+        })
+        .await;
+    let (code, body) = operator.http("GET", "/healthz");
+    assert_eq!((code, body.as_str()), (200, "OK"));
+    operator.stop().await;
+}

@@ -369,6 +369,11 @@ impl Operator {
                 cluster.dir.path().join("identity").display()
             ),
         ];
+        // A flag in `extra` replaces the default above.
+        for flag in extra {
+            let name = flag.split('=').next().unwrap_or(flag);
+            argv.retain(|a| a.split('=').next() != Some(name));
+        }
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
         let args = helm_operator::Args::parse_from(argv);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
