@@ -145,8 +145,21 @@ pub async fn run<K: ReleaseObject>(
             Api::all(client),
         ),
     };
-    let controller = Controller::new(objects, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // The cache keeps what routing needs (metadata and spec), not the managed fields or a
+    // client-side apply's copy of the object, which can double an object's size; every
+    // reconcile reads the current object itself.
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    let objects = watcher(objects, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|object: &mut K| {
+            object.meta_mut().managed_fields = None;
+            if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+                annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(objects, store.clone());
     let counter = {
         let (ctx, store) = (Arc::clone(&ctx), store.clone());
         tokio::spawn(async move {
