@@ -244,7 +244,7 @@ pub async fn run_until(
                 ctx.count_helm_processes();
                 round += 1;
                 // Every minute, after the controllers filled their caches.
-                if round % 12 == 0 {
+                if round.is_multiple_of(12) {
                     ctx.drop_unused_mirrors().await;
                 }
             }
