@@ -1,10 +1,10 @@
 //! `cargo xtask demo`: the local demo on embedded defaults.
 //!
-//! For now the demo reads a config repository (by default `examples/`) with the `model` crate
-//! and prints what the agent and the operator will manage: every HelmRelease and
+//! The first, read-only part: reads a config repository (by default `examples/`) with the
+//! `model` crate and prints what the agent and the operator will manage: every HelmRelease and
 //! FluxHelmRelease resolved to its Helm release, every automated image with its tag filter, and
-//! every manifest that could not be read. It starts no cluster and changes nothing; the agent's
-//! sync (issue #4) and the operator (issue #5) turn it into a running demo.
+//! every manifest that could not be read. It starts nothing and changes nothing; the live part
+//! (kube-sim, the agent, the Helm operator) is [`crate::demo_live`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

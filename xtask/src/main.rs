@@ -2,7 +2,8 @@
 //!
 //! - `crds`: writes the CRDs generated from `crates/model` into `manifests/crds/`
 //!   (`--check` only compares).
-//! - `demo`: the local demo on embedded defaults.
+//! - `demo`: the local demo on embedded defaults: kube-sim, the agent and the Helm operator on
+//!   the example config repository (`--keep` leaves them running).
 //! - `tools`: fetches the binaries the tests run (Helm 3, Helm 4, kubectl 1.31) into a cache
 //!   outside the clone and prints their paths (`--print-env`: `export` lines).
 //! - `bench kube-sim`, `bench sync`, `bench operator`: benchmarks (release builds, figures on stdout).
@@ -47,6 +48,16 @@ enum Task {
         /// The config repository to read (default: examples/ of this workspace).
         #[arg(long)]
         repo: Option<PathBuf>,
+        /// Leave kube-sim, the agent, the operator and the chart repository running (prints
+        /// their PIDs, ports, the kubeconfig and how to stop them).
+        #[arg(long)]
+        keep: bool,
+        /// Internal (used by `--keep`): serve this directory as the demo's Helm repository.
+        #[arg(long, hide = true, requires = "serve_port")]
+        serve_chart_repo: Option<PathBuf>,
+        /// Internal: the loopback port of `--serve-chart-repo`.
+        #[arg(long, hide = true)]
+        serve_port: Option<u16>,
     },
     /// Fetch the test tools (helm 3, helm 4, kubectl 1.31) if needed and print their paths.
     Tools {
@@ -85,10 +96,18 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match cli.task {
         Task::Crds { check } => crds::run(&root, check),
-        Task::Demo { repo } => {
+        Task::Demo {
+            repo,
+            keep,
+            serve_chart_repo,
+            serve_port,
+        } => {
+            if let (Some(dir), Some(port)) = (serve_chart_repo, serve_port) {
+                return demo_live::serve_chart_repo(&dir, port);
+            }
             let repo = repo.unwrap_or_else(|| root.join("examples"));
             demo::run(&repo)?;
-            demo_live::run(&root, &repo)
+            demo_live::run(&root, &repo, keep)
         }
         Task::Tools { print_env } => tools::run(print_env),
         Task::Bench {
