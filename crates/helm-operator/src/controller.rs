@@ -121,6 +121,18 @@ fn git_triggers<K: ReleaseObject>(
     })
 }
 
+/// A hash of what should trigger a reconcile: the generation (spec), the deletion mark and the
+/// finalizers.
+fn spec_or_lifecycle<K: ReleaseObject>(object: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = object.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Runs the controller of kind `K` until `shutdown` resolves (in-flight reconciles finish
 /// first), keeping `flux_helm_operator_release_count` up to date.
 pub async fn run<K: ReleaseObject>(
@@ -158,7 +170,13 @@ pub async fn run<K: ReleaseObject>(
             }
         })
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        // The operator's own status writes do not trigger a reconcile (Helm Operator dropped
+        // status-only updates too); spec changes, deletion and finalizer changes do.
+        .predicate_filter(
+            spec_or_lifecycle::<K>,
+            kube::runtime::PredicateConfig::default(),
+        );
     let controller = Controller::for_stream(objects, store.clone());
     let counter = {
         let (ctx, store) = (Arc::clone(&ctx), store.clone());

@@ -91,6 +91,39 @@ impl LocalChart {
     }
 }
 
+/// The chart of a release: its revision always, its files on disk only once something needs
+/// them (an action, or values read from a chart file). A git chart is not exported to decide
+/// that a release is in sync.
+struct Chart {
+    revision: String,
+    local: Option<LocalChart>,
+    git: Option<(
+        model::release::GitChartSource,
+        Option<git_mirror::Credentials>,
+    )>,
+}
+
+impl Chart {
+    /// The chart on disk, exported now if it was not yet; the error is a message for status.
+    async fn local(&mut self, ctx: &Context) -> Result<&LocalChart, String> {
+        if self.local.is_none() {
+            let Some((source, credentials)) = &self.git else {
+                return Err("the chart was not fetched".to_owned());
+            };
+            let exported = ctx
+                .git
+                .fetch(source, credentials.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.revision = exported.revision().to_owned();
+            self.local = Some(LocalChart::Git(exported));
+        }
+        self.local
+            .as_ref()
+            .ok_or_else(|| "the chart was not fetched".to_owned())
+    }
+}
+
 /// The state one reconcile carries between its steps.
 struct Run<'a, K: ReleaseObject> {
     ctx: &'a Context,
@@ -228,7 +261,7 @@ pub async fn apply<K: ReleaseObject>(
 async fn run_pipeline<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<Requeue, ReconcileError> {
     let ctx = run.ctx;
     // 1. Chart.
-    let chart = match resolve_chart(ctx, &run.desc).await {
+    let mut chart = match resolve_chart(ctx, &run.desc).await {
         Ok(chart) => chart,
         Err(message) => {
             run.phase(Phase::ChartFetchFailed, &message);
@@ -237,7 +270,16 @@ async fn run_pipeline<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<Requeue,
             return Ok(ctx.backoff(run.object));
         }
     };
-    let revision = chart.revision().to_owned();
+    let needs_chart_files = run
+        .desc
+        .values_from
+        .iter()
+        .any(|v| matches!(v, model::release::ValuesSource::ChartFile { .. }));
+    if needs_chart_files && let Err(message) = chart.local(ctx).await {
+        run.phase(Phase::ChartFetchFailed, &message);
+        return Ok(ctx.backoff(run.object));
+    }
+    let revision = chart.revision.clone();
     let chart_changed = chart_changed(
         ctx,
         &run.desc,
@@ -246,7 +288,8 @@ async fn run_pipeline<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<Requeue,
     )
     .await;
     // 2. Values.
-    let values = match ctx.values.compose_release(&run.desc, chart.dir()).await {
+    let chart_dir = chart.local.as_ref().and_then(LocalChart::dir);
+    let values = match ctx.values.compose_release(&run.desc, chart_dir).await {
         Ok(values) => values,
         Err(error) => {
             let message = format!("failed to compose values: {error}");
@@ -296,10 +339,10 @@ async fn run_pipeline<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<Requeue,
             }
             Ok(ctx.resync())
         }
-        Action::Install => install(run, &chart, &values).await,
+        Action::Install => install(run, &mut chart, &values).await,
         Action::Upgrade(drift) => {
             let record = latest.as_ref();
-            upgrade(run, &chart, &values, drift, record).await
+            upgrade(run, &mut chart, &values, drift, record).await
         }
         Action::Recover { status, rollback } => recover(run, &status, rollback, &values).await,
         Action::Purge => {
@@ -365,19 +408,25 @@ async fn summarise(
     })
 }
 
-/// Fetches the chart named by the description; the error is a message for status.
-async fn resolve_chart(ctx: &Context, desc: &ReleaseDescription) -> Result<LocalChart, String> {
+/// Resolves the chart named by the description: a git chart to its commit (files later, when
+/// needed), a repository chart fetched into the cache. The error is a message for status.
+async fn resolve_chart(ctx: &Context, desc: &ReleaseDescription) -> Result<Chart, String> {
     match &desc.chart {
         ChartSource::Git(source) => {
             let credentials = match &source.secret_ref {
                 Some(secret) => Some(ctx.git_credentials(secret).await?),
                 None => None,
             };
-            ctx.git
-                .fetch(source, credentials.as_ref())
+            let revision = ctx
+                .git
+                .revision(source, credentials.as_ref())
                 .await
-                .map(LocalChart::Git)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok(Chart {
+                revision,
+                local: None,
+                git: Some((source.clone(), credentials)),
+            })
         }
         ChartSource::Repository(source) => {
             let credentials = match &source.pull_secret {
@@ -405,7 +454,11 @@ async fn resolve_chart(ctx: &Context, desc: &ReleaseDescription) -> Result<Local
                     .await
                     .map_err(|e| format!("failed to fetch chart: {e}"))
             };
-            fetched.map(LocalChart::Packaged)
+            fetched.map(|fetched| Chart {
+                revision: fetched.revision.clone(),
+                local: Some(LocalChart::Packaged(fetched)),
+                git: None,
+            })
         }
     }
 }
@@ -491,10 +544,17 @@ fn record_attempt<K: ReleaseObject>(run: &mut Run<'_, K>, revision: &str, values
 
 async fn install<K: ReleaseObject>(
     run: &mut Run<'_, K>,
-    chart: &LocalChart,
+    chart: &mut Chart,
     values: &ComposedValues,
 ) -> Result<Requeue, ReconcileError> {
     let ctx = run.ctx;
+    let chart = match chart.local(ctx).await {
+        Ok(chart) => chart,
+        Err(message) => {
+            run.phase(Phase::ChartFetchFailed, &message);
+            return Ok(ctx.backoff(run.object));
+        }
+    };
     let revision = chart.revision().to_owned();
     if let Err(message) = dependencies(run, chart).await {
         run.phase(Phase::ChartFetchFailed, &message);
@@ -550,12 +610,19 @@ async fn install<K: ReleaseObject>(
 
 async fn upgrade<K: ReleaseObject>(
     run: &mut Run<'_, K>,
-    chart: &LocalChart,
+    chart: &mut Chart,
     values: &ComposedValues,
     drift: classify::Drift,
     latest: Option<&StoredRelease>,
 ) -> Result<Requeue, ReconcileError> {
     let ctx = run.ctx;
+    let chart = match chart.local(ctx).await {
+        Ok(chart) => chart,
+        Err(message) => {
+            run.phase(Phase::ChartFetchFailed, &message);
+            return Ok(ctx.backoff(run.object));
+        }
+    };
     let revision = chart.revision().to_owned();
     let before = latest.map(|r| r.version);
     // Two objects fighting over one release: refuse.

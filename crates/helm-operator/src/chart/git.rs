@@ -453,6 +453,48 @@ impl GitCharts {
         })
     }
 
+    /// The commit `source`'s ref names in its mirror now (cloning the mirror first if needed),
+    /// without exporting anything: what a reconcile needs to decide that a release is in sync.
+    ///
+    /// # Errors
+    ///
+    /// As [`GitCharts::fetch`], except [`GitChartError::Export`].
+    pub async fn revision(
+        &self,
+        source: &GitChartSource,
+        credentials: Option<&Credentials>,
+    ) -> Result<String, GitChartError> {
+        let key = check_source(source, credentials)?;
+        let git_ref = self.effective_ref(source);
+        let entry = self.entry(&key, credentials);
+        let moved = self.moved.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = match entry.reader_or_clone(&moved) {
+                Ok(reader) => reader,
+                Err(e) => {
+                    entry.track(&git_ref, None);
+                    return Err(e);
+                }
+            };
+            match reader.resolve(&git_ref) {
+                Ok(revision) => {
+                    entry.track(&git_ref, Some(&revision));
+                    Ok(revision)
+                }
+                Err(source) => {
+                    entry.track(&git_ref, None);
+                    Err(GitChartError::UnknownRef {
+                        url: safe_url(&entry.key.url),
+                        git_ref,
+                        source: Box::new(source),
+                    })
+                }
+            }
+        })
+        .await
+        .map_err(|_| GitChartError::Task)?
+    }
+
     /// Whether any file under `source.path` differs between the commits `from` and `to` in the
     /// mirror of `source` (Helm Operator: a new commit triggers a release only if it touched
     /// `chart.path`). Local: no fetch.
