@@ -584,15 +584,7 @@ async fn install<K: ReleaseObject>(
         Ok(release) => {
             timer.succeeded();
             drop(timer);
-            run.phase(
-                Phase::Deployed,
-                &format!("installed revision {}", release.revision),
-            );
-            run.status.release_status = Some(release.status.as_str().to_owned());
-            if !test(run, values, true).await? {
-                return Ok(ctx.backoff(run.object));
-            }
-            succeeded(run, &revision, "installed").await
+            deployed(run, &release, &revision, values, true).await
         }
         Err(error) => {
             drop(timer);
@@ -691,15 +683,7 @@ async fn upgrade<K: ReleaseObject>(
         Ok(release) => {
             timer.succeeded();
             drop(timer);
-            run.phase(
-                Phase::Deployed,
-                &format!("upgraded to revision {}", release.revision),
-            );
-            run.status.release_status = Some(release.status.as_str().to_owned());
-            if !test(run, values, false).await? {
-                return Ok(ctx.backoff(run.object));
-            }
-            succeeded(run, &revision, "upgraded").await
+            deployed(run, &release, &revision, values, false).await
         }
         Err(error) => {
             drop(timer);
@@ -711,6 +695,31 @@ async fn upgrade<K: ReleaseObject>(
             Ok(ctx.backoff(run.object))
         }
     }
+}
+
+/// After a successful install or upgrade: `Deployed`, the release tests when enabled, then
+/// `Succeeded` (or the remedy of a failed test).
+async fn deployed<K: ReleaseObject>(
+    run: &mut Run<'_, K>,
+    release: &crate::helm::Release,
+    revision: &str,
+    values: &ComposedValues,
+    fresh_install: bool,
+) -> Result<Requeue, ReconcileError> {
+    let verb = if fresh_install {
+        "installed"
+    } else {
+        "upgraded"
+    };
+    run.phase(
+        Phase::Deployed,
+        &format!("{verb} revision {}", release.revision),
+    );
+    run.status.release_status = Some(release.status.as_str().to_owned());
+    if !test(run, values, fresh_install).await? {
+        return Ok(run.ctx.backoff(run.object));
+    }
+    succeeded(run, revision, verb).await
 }
 
 /// Rolls back after a failed upgrade or test, when `rollback.enable` and the failed attempt
