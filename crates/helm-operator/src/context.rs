@@ -212,8 +212,10 @@ pub struct Context {
     pub resync_interval: Duration,
     /// ConfigMaps and Secrets values depend on.
     pub references: ReferenceIndex,
-    /// Limits concurrent reconciles to `--workers`.
+    /// Limits concurrent reconciles to `--workers` across both kinds.
     pub workers: Semaphore,
+    /// `--workers`.
+    pub worker_count: usize,
     /// Consecutive failures per object, for backoff.
     pub failures: Mutex<HashMap<Owner, u32>>,
     /// Publishes Kubernetes Events.

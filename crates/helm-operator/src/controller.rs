@@ -177,7 +177,12 @@ pub async fn run<K: ReleaseObject>(
             spec_or_lifecycle::<K>,
             kube::runtime::PredicateConfig::default(),
         );
-    let controller = Controller::for_stream(objects, store.clone());
+    // At most `--workers` reconciles of this kind run at once: waiting reconciles stay cheap
+    // object references in the controller's queue instead of in-flight futures each holding an
+    // object and an API connection (a burst of new objects would otherwise open one each).
+    let concurrency = u16::try_from(ctx.worker_count).unwrap_or(u16::MAX);
+    let controller = Controller::for_stream(objects, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let counter = {
         let (ctx, store) = (Arc::clone(&ctx), store.clone());
         tokio::spawn(async move {

@@ -200,6 +200,7 @@ pub async fn run_until(
         resync_interval: args.charts_sync_interval.0,
         references: context::ReferenceIndex::default(),
         workers: Semaphore::new(args.workers.max(1)),
+        worker_count: args.workers.max(1),
         failures: Mutex::default(),
         recorder: Recorder::new(client, reporter),
         counts: Mutex::default(),
