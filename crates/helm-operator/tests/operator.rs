@@ -731,3 +731,39 @@ async fn sync_git_refreshes_mirrors_now_and_metrics_keep_helm_operator_names() {
     assert_eq!((code, body.as_str()), (200, "OK"));
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_restricted_operator_leaves_other_namespaces_alone() {
+    let helm = Helm::V3;
+    let cluster = Cluster::start("op-allow-ns").await;
+    let repo = chart_repo(&cluster, &["hello"]);
+    cluster.namespace("apps").await;
+    cluster.namespace("other").await;
+    let operator = Operator::start(&cluster, helm, &["--allow-namespace=apps"]).await;
+    let url = repo.file_url();
+    cluster
+        .apply_yaml(&hello_release("other", "outside", &url, ""))
+        .await;
+    cluster
+        .apply_yaml(&hello_release("apps", "inside", &url, ""))
+        .await;
+    cluster
+        .eventually("the release in the allowed namespace", || async {
+            cluster.hr_condition("apps", "inside", "Released") == "True"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cluster.latest(helm, "other", "other-outside").is_none());
+    let outside = cluster
+        .sim
+        .object("helm.fluxcd.io", "helmreleases", "other", "outside")
+        .unwrap();
+    assert!(outside["status"].is_null(), "{outside}");
+    assert!(outside["metadata"]["finalizers"].is_null(), "{outside}");
+    assert!(
+        !operator.helm.calls().iter().any(|c| c.contains("other")),
+        "{:?}",
+        operator.helm.calls()
+    );
+    operator.stop().await;
+}
