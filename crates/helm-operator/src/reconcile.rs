@@ -719,7 +719,7 @@ async fn deployed<K: ReleaseObject>(
     if !test(run, values, fresh_install).await? {
         return Ok(run.ctx.backoff(run.object));
     }
-    succeeded(run, revision, verb).await
+    succeeded(run, revision, verb, &release.manifest).await
 }
 
 /// Rolls back after a failed upgrade or test, when `rollback.enable` and the failed attempt
@@ -846,13 +846,14 @@ async fn succeeded<K: ReleaseObject>(
     run: &mut Run<'_, K>,
     revision: &str,
     verb: &str,
+    manifest: &str,
 ) -> Result<Requeue, ReconcileError> {
     let ctx = run.ctx;
     run.status.revision = Some(revision.to_owned());
     run.status.release_status = Some(ReleaseStatus::Deployed.as_str().to_owned());
     run.phase(Phase::Succeeded, &format!("release {verb}"));
     ctx.forget_failures(run.object);
-    annotate(run).await?;
+    annotate(run, manifest).await;
     run.event(
         EventType::Normal,
         "ReleaseSynced",
@@ -865,16 +866,10 @@ async fn succeeded<K: ReleaseObject>(
     Ok(ctx.resync())
 }
 
-/// Puts the antecedent annotation on every resource of the release; failures are warnings.
-async fn annotate<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<(), ReconcileError> {
+/// Puts the antecedent annotation on every resource of `manifest` (the release just made);
+/// failures are warnings.
+async fn annotate<K: ReleaseObject>(run: &mut Run<'_, K>, manifest: &str) {
     let ctx = run.ctx;
-    let Some(record) = ctx
-        .storage
-        .latest(&run.desc.target_namespace, &run.desc.release_name)
-        .await?
-    else {
-        return Ok(());
-    };
     let mut timer = ctx.metrics.time(
         "annotate",
         &run.desc.target_namespace,
@@ -882,11 +877,7 @@ async fn annotate<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<(), Reconcil
     );
     let report = ctx
         .annotator
-        .annotate(
-            &record.manifest,
-            &run.desc.target_namespace,
-            &run.desc.owner,
-        )
+        .annotate(manifest, &run.desc.target_namespace, &run.desc.owner)
         .await;
     if report.failed.is_empty() {
         timer.succeeded();
@@ -894,7 +885,6 @@ async fn annotate<K: ReleaseObject>(run: &mut Run<'_, K>) -> Result<(), Reconcil
     for (object, error) in &report.failed {
         tracing::warn!(release = %run.desc.release_name, ?object, %error, "failed to annotate a release resource");
     }
-    Ok(())
 }
 
 /// Recovers a release stuck in `pending-*`.

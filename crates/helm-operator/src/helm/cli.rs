@@ -513,11 +513,13 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// The parts of Helm's release JSON (`-o json` of install, upgrade, status) we read. Values,
-/// manifest and hooks are not deserialised.
+/// The parts of Helm's release JSON (`-o json` of install, upgrade, status) we read. Values
+/// and hooks are not deserialised.
 #[derive(Deserialize)]
 struct ReleaseJson {
     name: String,
+    #[serde(default)]
+    manifest: String,
     #[serde(default)]
     namespace: String,
     version: u32,
@@ -583,6 +585,7 @@ fn parse_release(action: HelmAction, subject: &str, stdout: &[u8]) -> Result<Rel
         chart: release.chart.metadata.into(),
         description: release.info.description,
         last_deployed: parse_time(release.info.last_deployed.as_deref()),
+        manifest: release.manifest,
     })
 }
 

@@ -135,9 +135,10 @@ pub struct ChartMeta {
     pub app_version: Option<String>,
 }
 
-/// A release revision as `helm install|upgrade|status -o json` report it. Carries neither the
-/// values nor the manifest (see [`storage::StoredRelease`] for those), so it is safe to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A release revision as `helm install|upgrade|status -o json` report it, with its rendered
+/// manifest (used to annotate the release's resources without reading storage again). Not its
+/// values. `Debug` leaves the manifest out (it may render Secrets), so it is safe to log.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Release {
     /// Release name.
     pub name: String,
@@ -153,6 +154,23 @@ pub struct Release {
     pub description: String,
     /// When this revision was deployed, if Helm recorded a parsable time.
     pub last_deployed: Option<k8s_openapi::jiff::Timestamp>,
+    /// The rendered manifest (hooks excluded), as Helm applied it.
+    pub manifest: String,
+}
+
+impl fmt::Debug for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Release")
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("revision", &self.revision)
+            .field("status", &self.status)
+            .field("chart", &self.chart)
+            .field("description", &self.description)
+            .field("last_deployed", &self.last_deployed)
+            .field("manifest", &format_args!("<{} bytes>", self.manifest.len()))
+            .finish()
+    }
 }
 
 /// One revision of `helm history -o json`.
