@@ -215,7 +215,15 @@ pub async fn run<K: ReleaseObject>(
             },
         )
         .watches_stream(
-            watcher(secrets, watcher::Config::default().any_semantic()).touched_objects(),
+            // Helm's own release records (`owner=helm`) are never values sources; leaving
+            // them out spares an event per helm action.
+            watcher(
+                secrets,
+                watcher::Config::default()
+                    .any_semantic()
+                    .labels("owner!=helm"),
+            )
+            .touched_objects(),
             move |meta| {
                 referencing::<K>(
                     &secret_ctx,
