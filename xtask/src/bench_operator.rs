@@ -1,6 +1,7 @@
 //! `cargo xtask bench operator`: the Helm operator benchmark (issue #5).
 //!
-//! With release builds of kube-sim and helm-operator and helm 3.17.3 from the tools cache:
+//! With release builds of kube-sim and helm-operator and helm 3.17.3 from the tools cache, the
+//! first two measured in three alternating rounds and compared by their medians:
 //! - baseline: `helm upgrade --install` of 200 releases of a small chart (a ConfigMap and a
 //!   Service), 4 at a time, against a fresh kube-sim;
 //! - the operator (`--workers 4`) against another fresh kube-sim with the same chart from a git
@@ -24,6 +25,13 @@ const RELEASES: usize = 200;
 const CACHED: usize = 1_000;
 const WORKERS: usize = 4;
 const NAMESPACE: &str = "bench";
+const ROUNDS: usize = 3;
+
+/// The median of `times` (sorted in place).
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
 
 fn write_chart(dir: &Path) -> anyhow::Result<()> {
     let chart = dir.join("charts/small");
@@ -276,44 +284,59 @@ fn run_in(scratch: &Path, bin: &Path, helm: &Path) -> anyhow::Result<()> {
     ));
     std::fs::write(&crds, crd_text)?;
 
-    // Baseline.
-    let (_sim, sim_url) = start_kube_sim(&bin.join("kube-sim"))?;
-    let kubeconfig = scratch.join("kubeconfig-baseline");
-    std::fs::write(&kubeconfig, kubeconfig_text(&sim_url))?;
-    let baseline_time = baseline(
-        helm,
-        &kubeconfig,
-        &repo.join("charts/small"),
-        &scratch.join("helm-home"),
-    )?;
-    drop(_sim);
+    // Baseline and operator alternate, ROUNDS times, each on a fresh kube-sim: the machine's
+    // noise hits both, and the medians are compared.
+    let mut baselines = Vec::new();
+    let mut installs = Vec::new();
+    let mut kept = None;
+    for round in 0..ROUNDS {
+        let (sim, sim_url) = start_kube_sim(&bin.join("kube-sim"))?;
+        let kubeconfig = scratch.join(format!("kubeconfig-baseline-{round}"));
+        std::fs::write(&kubeconfig, kubeconfig_text(&sim_url))?;
+        baselines.push(baseline(
+            helm,
+            &kubeconfig,
+            &repo.join("charts/small"),
+            &scratch.join(format!("helm-home-{round}")),
+        )?);
+        drop(sim);
 
-    // The operator.
-    let (_sim, sim_url) = start_kube_sim(&bin.join("kube-sim"))?;
-    let sim_port: u16 = sim_url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .context("kube-sim URL without a port")?;
-    let kubeconfig = scratch.join("kubeconfig-operator");
-    std::fs::write(&kubeconfig, kubeconfig_text(&sim_url))?;
-    kubectl_apply(&kubeconfig, &crds)?;
-    let (wrapper, calls) = counting_wrapper(scratch, helm)?;
-    let work = scratch.join("operator");
-    // The 200 HelmReleases exist before the operator starts (as after an install of the
-    // operator into a cluster that has them), so neither kubectl nor the polling of the test
-    // competes with the installs: the operator's own metrics say when all are released.
-    let releases = scratch.join("releases.yaml");
-    std::fs::write(&releases, releases_yaml(&url, 0, RELEASES))?;
-    kubectl_apply(&kubeconfig, &releases)?;
-    let started = Instant::now();
-    let operator = start_operator(&bin.join("helm-operator"), &kubeconfig, &wrapper, &work)?;
-    wait_until("200 releases", Duration::from_secs(900), || {
-        Ok(released_metric(operator.port)? >= RELEASES)
-    })?;
-    let install_time = started.elapsed();
-    let first_rss = peak_rss_kib(operator.server.0.id())?;
-    drop(operator);
+        let (sim, sim_url) = start_kube_sim(&bin.join("kube-sim"))?;
+        let sim_port: u16 = sim_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("kube-sim URL without a port")?;
+        let kubeconfig = scratch.join(format!("kubeconfig-operator-{round}"));
+        std::fs::write(&kubeconfig, kubeconfig_text(&sim_url))?;
+        kubectl_apply(&kubeconfig, &crds)?;
+        let round_dir = scratch.join(format!("round-{round}"));
+        std::fs::create_dir_all(&round_dir)?;
+        let (wrapper, calls) = counting_wrapper(&round_dir, helm)?;
+        let work = round_dir.join("operator");
+        // The 200 HelmReleases exist before the operator starts (as after an install of the
+        // operator into a cluster that has them), so neither kubectl nor the polling of the
+        // bench competes with the installs: the operator's own metrics say when all are released.
+        let releases = round_dir.join("releases.yaml");
+        std::fs::write(&releases, releases_yaml(&url, 0, RELEASES))?;
+        kubectl_apply(&kubeconfig, &releases)?;
+        let started = Instant::now();
+        let operator = start_operator(&bin.join("helm-operator"), &kubeconfig, &wrapper, &work)?;
+        wait_until("200 releases", Duration::from_secs(900), || {
+            Ok(released_metric(operator.port)? >= RELEASES)
+        })?;
+        installs.push(started.elapsed());
+        let rss = peak_rss_kib(operator.server.0.id())?;
+        drop(operator);
+        kept = Some((
+            sim, sim_port, kubeconfig, wrapper, calls, work, releases, rss,
+        ));
+    }
+    let Some((_sim, sim_port, kubeconfig, wrapper, calls, work, releases, first_rss)) = kept else {
+        bail!("no round ran");
+    };
+    let baseline_time = median(&mut baselines);
+    let install_time = median(&mut installs);
 
     // No-op resync of all 200: a restarted operator reconciles every object once.
     let before = count_calls(&calls);
@@ -343,13 +366,22 @@ fn run_in(scratch: &Path, bin: &Path, helm: &Path) -> anyhow::Result<()> {
     println!(
         "bench operator: {RELEASES} HelmReleases of a small chart, --workers {WORKERS}, helm 3.17.3"
     );
+    let list = |times: &[Duration]| {
+        times
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     println!(
-        "  baseline helm upgrade --install x{RELEASES}, {WORKERS} parallel: {:.2} s",
-        baseline_time.as_secs_f64()
+        "  baseline helm upgrade --install x{RELEASES}, {WORKERS} parallel: median {:.2} s of {ROUNDS} rounds ({} s)",
+        baseline_time.as_secs_f64(),
+        list(&baselines)
     );
     println!(
-        "  operator install of {RELEASES}:                      {:.2} s ({overhead:+.1}% vs baseline; target <= +10%)",
-        install_time.as_secs_f64()
+        "  operator install of {RELEASES}:                      median {:.2} s of {ROUNDS} rounds ({} s); {overhead:+.1}% vs baseline (target <= +10%)",
+        install_time.as_secs_f64(),
+        list(&installs)
     );
     println!(
         "  no-op resync of {RELEASES} (restart to all reconciled): {:.2} s, {resync_helm} helm processes (target <= 2 s, 0)",
