@@ -186,17 +186,23 @@ pub async fn run<K: ReleaseObject>(
     let counter = {
         let (ctx, store) = (Arc::clone(&ctx), store.clone());
         tokio::spawn(async move {
+            let mut round: u64 = 0;
             loop {
                 let objects = store.state();
                 ctx.set_release_count(K::KIND, objects.len());
-                let sources = objects
-                    .iter()
-                    .filter_map(|o| match o.describe(&ctx).ok()?.chart {
-                        ChartSource::Git(source) => Some(source),
-                        ChartSource::Repository(_) => None,
-                    })
-                    .collect();
-                ctx.set_git_sources(K::KIND, sources);
+                // The git sources in use only matter to the minutely drop of unused mirrors:
+                // describing every object is done every 30 s, not at every count.
+                if round.is_multiple_of(6) {
+                    let sources = objects
+                        .iter()
+                        .filter_map(|o| match o.describe(&ctx).ok()?.chart {
+                            ChartSource::Git(source) => Some(source),
+                            ChartSource::Repository(_) => None,
+                        })
+                        .collect();
+                    ctx.set_git_sources(K::KIND, sources);
+                }
+                round += 1;
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             }
         })

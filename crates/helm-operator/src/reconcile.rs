@@ -495,11 +495,6 @@ async fn dependencies<K: ReleaseObject>(
     if source.skip_dep_update || !run.ctx.update_chart_deps {
         return Ok(());
     }
-    if !chart.path().join("Chart.yaml").is_file()
-        && !chart.path().join("requirements.yaml").is_file()
-    {
-        return Ok(());
-    }
     if !has_dependencies(chart.path()) {
         return Ok(());
     }
