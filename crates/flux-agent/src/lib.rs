@@ -10,10 +10,12 @@
 
 pub mod api;
 pub mod args;
+pub mod automation;
 pub mod generate;
 pub mod identity;
 pub mod manifests;
 pub mod metrics;
+pub mod registry;
 pub mod state;
 pub mod sync;
 

@@ -1,0 +1,1 @@
+//! Byte-exact edits of image references in YAML manifests (work in progress).

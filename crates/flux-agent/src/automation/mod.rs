@@ -1,0 +1,5 @@
+//! Image automation: the "registry -> git" direction. Finds automated workloads and
+//! HelmReleases in the repository, picks the newest tag their policy allows from what the
+//! registry scan knows, edits the YAML files byte-exactly and commits with `[ci skip]`.
+
+pub mod edit;
