@@ -25,18 +25,23 @@
 //! from the git child's environment: they never appear in the URL, the command line, logs,
 //! errors or `Debug` output.
 //!
-//! What this crate does not do: working clones, commits, git notes, the write-access check or
+//! Image automation writes commits straight into the mirror and pushes them by id
+//! ([`Mirror::commit_files`], [`Mirror::push_branch`]), never forced.
+//!
+//! What this crate does not do: working clones, git notes, the write-access check or
 //! `git secret`; it never force-pushes; it runs nothing in the background (callers schedule
 //! fetches). URLs in logs and errors go through [`safe_url`], so credentials embedded in https
 //! URLs are never logged either.
 
 mod command;
+mod commit;
 mod config;
 mod error;
 mod mirror;
 mod read;
 mod url;
 
+pub use commit::{FileChange, PushOutcome};
 pub use config::{
     Credentials, DEFAULT_BRANCH, DEFAULT_EMAIL, DEFAULT_SYNC_TAG, DEFAULT_TIMEOUT, DEFAULT_USER,
     GitConfig, MirrorMode, MirrorState, SYNC_TAG_MESSAGE, SshConfig,

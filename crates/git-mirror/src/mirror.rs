@@ -425,7 +425,7 @@ impl Mirror {
     }
 
     /// Runs `git <args>` in the mirror directory (see [`GitRun::run`]). Returns stdout.
-    fn run_git(&self, op: &'static str, args: &[&str]) -> Result<String, GitError> {
+    pub(crate) fn run_git(&self, op: &'static str, args: &[&str]) -> Result<String, GitError> {
         GitRun {
             dir: &self.dir,
             config: &self.config,
@@ -435,7 +435,11 @@ impl Mirror {
 }
 
 /// `prefix + name` if it is a valid full reference name (git's rules), else [`GitError::Invalid`].
-fn full_ref_name(what: &'static str, prefix: &str, name: &str) -> Result<String, GitError> {
+pub(crate) fn full_ref_name(
+    what: &'static str,
+    prefix: &str,
+    name: &str,
+) -> Result<String, GitError> {
     let full = format!("{prefix}{name}");
     let invalid = |reason: String| GitError::Invalid {
         what,
@@ -453,7 +457,7 @@ fn full_ref_name(what: &'static str, prefix: &str, name: &str) -> Result<String,
 }
 
 /// Refuses tagger names or e-mails git cannot store.
-fn check_identity(what: &'static str, value: &str) -> Result<(), GitError> {
+pub(crate) fn check_identity(what: &'static str, value: &str) -> Result<(), GitError> {
     if value.trim().is_empty() || value.contains(['<', '>', '\n', '\r', '\0']) {
         return Err(GitError::Invalid {
             what,

@@ -409,7 +409,7 @@ impl MirrorReader {
 
 /// The components of a tree path: `/`-separated, empty and `.` components dropped, `..`
 /// refused (the tree has no parent to go to, and a path is never allowed to escape).
-fn tree_path_components(path: &str) -> Result<Vec<&str>, GitError> {
+pub(crate) fn tree_path_components(path: &str) -> Result<Vec<&str>, GitError> {
     let mut components = Vec::new();
     for component in path.split('/') {
         match component {
