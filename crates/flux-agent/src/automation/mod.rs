@@ -3,3 +3,5 @@
 //! registry scan knows, edits the YAML files byte-exactly and commits with `[ci skip]`.
 
 pub mod edit;
+pub mod plan;
+pub mod workloads;
