@@ -114,6 +114,80 @@ pub struct Args {
     /// else the work directory).
     #[arg(long, env = "FLUX_EXPORT_DIR")]
     pub export_dir: Option<PathBuf>,
+
+    /// Image automation and registry scanning.
+    #[command(flatten)]
+    pub automation: AutomationArgs,
+}
+
+/// Flags of image automation and registry scanning (Flux v1 rows 71–74 and 95–106).
+#[derive(Clone, Debug, clap::Args)]
+pub struct AutomationArgs {
+    /// How often automated workloads are checked for newer images (also right after a scan
+    /// finds new tags).
+    #[arg(
+        long,
+        env = "FLUX_AUTOMATION_INTERVAL",
+        default_value = "5m",
+        alias = "registry-poll-interval"
+    )]
+    pub automation_interval: FluxDuration,
+    /// End automation commit messages with `--git-ci-skip-message`. Default `true` (Flux v1
+    /// defaulted to `false`; this agent's commits are meant to skip CI).
+    #[arg(long, env = "FLUX_GIT_CI_SKIP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub git_ci_skip: bool,
+    /// The text appended to commit messages with `--git-ci-skip`.
+    #[arg(long, env = "FLUX_GIT_CI_SKIP_MESSAGE", default_value = "[ci skip]")]
+    pub git_ci_skip_message: String,
+    /// Do not scan registries (and so do not automate).
+    #[arg(long, env = "FLUX_REGISTRY_DISABLE_SCANNING")]
+    pub registry_disable_scanning: bool,
+    /// Requests per second allowed to each registry host.
+    #[arg(long, env = "FLUX_REGISTRY_RPS", default_value_t = 200.0)]
+    pub registry_rps: f64,
+    /// Burst of requests to each registry host; also the most concurrent fetches.
+    #[arg(long, env = "FLUX_REGISTRY_BURST", default_value_t = 125)]
+    pub registry_burst: u32,
+    /// Registry hosts (`host` or `host:port`) spoken to over plain HTTP.
+    #[arg(long, env = "FLUX_REGISTRY_INSECURE_HOST", value_delimiter = ',')]
+    pub registry_insecure_host: Vec<String>,
+    /// The platform whose image is read from a multi-platform index.
+    #[arg(long, env = "FLUX_REGISTRY_PLATFORM", default_value = "linux/amd64")]
+    pub registry_platform: String,
+    /// Globs of image repositories whose `org.opencontainers.image.created` label overrides the
+    /// creation time.
+    #[arg(
+        long,
+        env = "FLUX_REGISTRY_USE_LABELS",
+        value_delimiter = ',',
+        default_value = "index.docker.io/weaveworks/*,index.docker.io/fluxcd/*"
+    )]
+    pub registry_use_labels: Vec<String>,
+    /// Globs of image repositories to scan (default all).
+    #[arg(long, env = "FLUX_REGISTRY_INCLUDE_IMAGE", value_delimiter = ',')]
+    pub registry_include_image: Vec<String>,
+    /// Globs of image repositories never scanned (wins over include).
+    #[arg(
+        long,
+        env = "FLUX_REGISTRY_EXCLUDE_IMAGE",
+        value_delimiter = ',',
+        default_value = "k8s.gcr.io/*"
+    )]
+    pub registry_exclude_image: Vec<String>,
+    /// Directory of the persistent registry cache (default `<work dir>/registry-cache`).
+    #[arg(long, env = "FLUX_REGISTRY_CACHE_DIR")]
+    pub registry_cache_dir: Option<PathBuf>,
+    /// A Docker `config.json` whose credentials are used for every registry.
+    #[arg(long, env = "FLUX_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+}
+
+impl AutomationArgs {
+    /// The commit-message suffix, `None` without `--git-ci-skip`.
+    #[must_use]
+    pub fn ci_skip(&self) -> Option<&str> {
+        self.git_ci_skip.then_some(self.git_ci_skip_message.as_str())
+    }
 }
 
 impl Args {
@@ -173,5 +247,18 @@ mod tests {
         ]);
         assert_eq!(labelled.sync_tag(), "prod");
         assert!(!labelled.sync_force_conflicts);
+    }
+
+    #[test]
+    fn automation_defaults() {
+        let args = Args::parse_from(["flux-agent", "--registry-poll-interval=1s"]);
+        let automation = &args.automation;
+        assert_eq!(automation.automation_interval.0, Duration::from_secs(1));
+        assert_eq!(automation.ci_skip(), Some("[ci skip]"));
+        assert!((automation.registry_rps - 200.0).abs() < f64::EPSILON);
+        assert_eq!(automation.registry_burst, 125);
+        assert_eq!(automation.registry_exclude_image, ["k8s.gcr.io/*"]);
+        let quiet = Args::parse_from(["flux-agent", "--git-ci-skip=false"]);
+        assert_eq!(quiet.automation.ci_skip(), None);
     }
 }
