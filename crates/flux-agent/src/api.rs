@@ -1,7 +1,8 @@
 //! The agent's HTTP API, under `/api/flux` as fluxd served it (`pkg/http/transport.go`), plus
 //! `/metrics` and `/healthz`. Routes so far: `GET /v11/ping`, `GET /v11/version`,
 //! `POST /v11/notify`, `GET /v6/sync?ref=REV`, `GET /v6/identity.pub`,
-//! `POST /v9/git-repo-config`; `/v1/`–`/v5/` answer 410 Gone and other paths 404, as fluxd did.
+//! `POST /v9/git-repo-config`, `GET /v6/services` and `/v11/services` (workloads in git with
+//! their policies and automation errors); `/v1/`–`/v5/` answer 410 Gone and other paths 404, as fluxd did.
 //! The rest of fluxd's API (workloads, images, jobs) comes with later issues. No authentication,
 //! as in fluxd: do not expose it outside the cluster.
 
@@ -17,6 +18,7 @@ use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::automation::status::WorkloadStatus;
 use crate::metrics::Metrics;
 use git_mirror::{Mirror, MirrorState};
 
@@ -42,6 +44,11 @@ pub struct AgentState {
     pub wake: tokio::sync::Notify,
     /// Metrics.
     pub metrics: Metrics,
+    /// The workloads in git and their automation problems, as of the last automation run.
+    pub workloads: Mutex<Vec<WorkloadStatus>>,
+    /// Asks the registry scanner to read an image repository first (`Kind: image` notifies);
+    /// `None` without scanning.
+    pub image_notify: Option<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,8 +114,52 @@ async fn notify(State(state): State<Arc<AgentState>>, Json(change): Json<Change>
         if ours && (branch.is_empty() || branch == state.branch) {
             state.wake.notify_one();
         }
+    } else if change.kind == "image" {
+        let name = change.source["Name"].as_str().unwrap_or_default();
+        if let (Some(notify), false) = (&state.image_notify, name.is_empty()) {
+            // The name may carry a tag (`repo:tag`); the scanner tracks repositories.
+            match model::image::ImageRef::parse(name) {
+                Ok(image) => notify(&image.canonical_name()),
+                Err(e) => tracing::debug!(name, error = %e, "ignoring an image notification"),
+            }
+        }
     }
     StatusCode::ACCEPTED
+}
+
+/// `?namespace=` or `?services=<id>,<id>` of `GET /v11/services`.
+#[derive(Debug, Default, Deserialize)]
+struct ServicesQuery {
+    namespace: Option<String>,
+    services: Option<String>,
+}
+
+/// The workloads in git (`ControllerStatus` list), filtered by namespace or IDs.
+async fn services(
+    State(state): State<Arc<AgentState>>,
+    Query(query): Query<ServicesQuery>,
+) -> Response {
+    if query.namespace.is_some() && query.services.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "namespace and services cannot both be given",
+        );
+    }
+    let ids: Option<Vec<String>> = query
+        .services
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let all = lock(&state.workloads).clone();
+    let shown: Vec<WorkloadStatus> = all
+        .into_iter()
+        .filter(|w| {
+            query
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| w.id.starts_with(&format!("{ns}:")))
+                && ids.as_ref().is_none_or(|ids| ids.contains(&w.id))
+        })
+        .collect();
+    Json(shown).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +262,8 @@ pub fn router(state: Arc<AgentState>, with_metrics: bool) -> axum::Router {
         .route("/api/flux/v11/version", get(version))
         .route("/api/flux/v11/notify", post(notify))
         .route("/api/flux/v6/sync", get(sync_status))
+        .route("/api/flux/v6/services", get(services))
+        .route("/api/flux/v11/services", get(services))
         .route("/api/flux/v6/identity.pub", get(identity))
         .route("/api/flux/v9/git-repo-config", post(git_repo_config))
         .route("/api/flux/{version}/{*rest}", any(route_version))

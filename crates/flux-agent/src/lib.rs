@@ -179,6 +179,8 @@ pub async fn run_until(
         synced: Mutex::new(None),
         wake: tokio::sync::Notify::new(),
         metrics: metrics::Metrics::new()?,
+        workloads: Mutex::new(Vec::new()),
+        image_notify: None,
     });
     let listener = tokio::net::TcpListener::bind(args.listen.0)
         .await

@@ -4,4 +4,5 @@
 
 pub mod edit;
 pub mod plan;
+pub mod status;
 pub mod workloads;
