@@ -22,6 +22,9 @@ use crate::automation::status::WorkloadStatus;
 use crate::metrics::Metrics;
 use git_mirror::{Mirror, MirrorState};
 
+/// Called with the canonical name of an image repository to scan first.
+pub type ImageNotify = Box<dyn Fn(&str) + Send + Sync>;
+
 /// What the API reads from the running agent.
 pub struct AgentState {
     /// The agent's version.
@@ -48,7 +51,7 @@ pub struct AgentState {
     pub workloads: Mutex<Vec<WorkloadStatus>>,
     /// Asks the registry scanner to read an image repository first (`Kind: image` notifies);
     /// `None` without scanning.
-    pub image_notify: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    pub image_notify: Option<ImageNotify>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -186,7 +186,8 @@ impl AutomationArgs {
     /// The commit-message suffix, `None` without `--git-ci-skip`.
     #[must_use]
     pub fn ci_skip(&self) -> Option<&str> {
-        self.git_ci_skip.then_some(self.git_ci_skip_message.as_str())
+        self.git_ci_skip
+            .then_some(self.git_ci_skip_message.as_str())
     }
 }
 

@@ -15,15 +15,18 @@ use model::values_images::ValueUpdate;
 
 use crate::automation::workloads::{ImageLocation, Workload};
 
+/// Tags with their creation times, as a [`TagSource`] gives them.
+pub type Tags = Vec<(String, Option<SystemTime>)>;
+
 /// The tags known for image repositories.
 pub trait TagSource {
     /// The tags of `repository` (a canonical name, [`ImageRef::canonical_name`]) with their
     /// creation times, or `None` when the repository has not been scanned successfully.
-    fn tags(&self, repository: &str) -> Option<Vec<(String, Option<SystemTime>)>>;
+    fn tags(&self, repository: &str) -> Option<Tags>;
 }
 
-impl TagSource for BTreeMap<String, Vec<(String, Option<SystemTime>)>> {
-    fn tags(&self, repository: &str) -> Option<Vec<(String, Option<SystemTime>)>> {
+impl TagSource for BTreeMap<String, Tags> {
+    fn tags(&self, repository: &str) -> Option<Tags> {
         self.get(repository).cloned()
     }
 }
@@ -105,7 +108,7 @@ pub fn repositories(workloads: &[Workload]) -> BTreeSet<String> {
 #[must_use]
 pub fn plan(workloads: &[Workload], source: &dyn TagSource) -> Plan {
     let mut result = Plan::default();
-    let mut cache: BTreeMap<String, Option<Vec<(String, Option<SystemTime>)>>> = BTreeMap::new();
+    let mut cache: BTreeMap<String, Option<Tags>> = BTreeMap::new();
     for workload in workloads {
         if !workload.wants_automation() {
             continue;
@@ -230,10 +233,7 @@ mod tests {
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
     }
 
-    fn tags(
-        repo: &str,
-        list: &[(&str, u64)],
-    ) -> BTreeMap<String, Vec<(String, Option<SystemTime>)>> {
+    fn tags(repo: &str, list: &[(&str, u64)]) -> BTreeMap<String, Tags> {
         BTreeMap::from([(
             repo.to_owned(),
             list.iter()
@@ -302,7 +302,7 @@ spec:
         );
         let source = tags("127.0.0.1:5000/podinfo", &[("1.0.1", 2), ("1.2.3", 4)]);
         assert!(plan(&workloads_of(&locked), &source).updates.is_empty());
-        let unscanned: BTreeMap<String, Vec<(String, Option<SystemTime>)>> = BTreeMap::new();
+        let unscanned: BTreeMap<String, Tags> = BTreeMap::new();
         assert!(plan(&workloads_of(PROD), &unscanned).updates.is_empty());
         let current = tags("127.0.0.1:5000/podinfo", &[("1.0.0", 9)]);
         let plan = plan(&workloads_of(PROD), &current);

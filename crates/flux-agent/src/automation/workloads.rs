@@ -33,7 +33,7 @@ pub enum ImageLocation {
     /// The `image` field of a container (or init container) of the pod template.
     Container,
     /// Scalars under `spec.values` of a HelmRelease.
-    Values(ValuesImage),
+    Values(Box<ValuesImage>),
 }
 
 /// One container of a workload and its current image.
@@ -229,7 +229,7 @@ fn release_containers(
         found.containers.push(Container {
             name: image.container.clone(),
             image: image.image.clone(),
-            location: ImageLocation::Values(image),
+            location: ImageLocation::Values(Box::new(image)),
         });
     }
 }
