@@ -33,12 +33,15 @@
 use std::fmt;
 
 use model::values_images::ValuePath;
+use rowan::NodeOrToken;
 use rowan::ast::AstNode;
-use rowan::{NodeOrToken, TextRange};
 use serde_yaml::Value;
 use yaml_edit::SyntaxKind as K;
 
 type Node = rowan::SyntaxNode<yaml_edit::Lang>;
+
+/// The UTF-8 byte order mark some editors write at the start of a file.
+const BOM: char = '\u{feff}';
 
 /// How deep alias and tag indirections are followed before giving up (protects against cycles).
 const MAX_INDIRECTIONS: usize = 32;
@@ -126,6 +129,17 @@ pub enum EditError {
         /// The container name looked for.
         container: String,
     },
+    /// The target has more than one container of that name (across `containers` and
+    /// `initContainers`), which Kubernetes would reject.
+    #[error("failed to choose between {count} containers {container:?} in {target}")]
+    AmbiguousContainer {
+        /// The target.
+        target: Target,
+        /// The container name looked for.
+        container: String,
+        /// How many containers have that name.
+        count: usize,
+    },
     /// A path does not exist in the target (a `spec.values` path or part of the pod template).
     #[error("failed to find {path} in {target}")]
     PathNotFound {
@@ -171,6 +185,7 @@ pub enum EditError {
 ///
 /// [`EditError::Parse`] when `src` is not YAML; [`EditError::TargetNotFound`] /
 /// [`EditError::AmbiguousTarget`] when not exactly one object matches; [`EditError::ContainerNotFound`],
+/// [`EditError::AmbiguousContainer`],
 /// [`EditError::PathNotFound`], [`EditError::Unsupported`], [`EditError::Conflict`] for a change
 /// that cannot be applied (no change is applied then); [`EditError::Verify`] when the result
 /// does not re-parse to the original with exactly the intended changes.
@@ -180,6 +195,11 @@ pub fn update_images(
     target: &Target,
     changes: &[ImageChange],
 ) -> Result<String, EditError> {
+    // A byte order mark is kept in front and left out of the parsing.
+    if let Some(rest) = src.strip_prefix(BOM) {
+        return update_images(rest, default_namespace, target, changes)
+            .map(|out| format!("{BOM}{out}"));
+    }
     let old_all = parse_all(src).map_err(|e| parse_error(&e))?;
     let root = yaml_edit::YamlFile::parse(src).tree().syntax().clone();
     let documents: Vec<Node> = root
@@ -224,7 +244,11 @@ pub fn update_images(
             }
         };
         let scalar = locate(document, &steps, target)?;
-        if let Some(edit) = plan_edit(&scalar, &new, &steps, target)? {
+        let old = get(&doc_values[doc_index], &steps).ok_or_else(|| EditError::PathNotFound {
+            target: target.clone(),
+            path: show(&steps),
+        })?;
+        if let Some(edit) = plan_edit(src, &scalar, old, &new, &steps, target)? {
             match edits.iter().find(|e| e.range == edit.range) {
                 Some(same) if same.text == edit.text => {}
                 Some(_) => {
@@ -240,12 +264,9 @@ pub fn update_images(
     }
 
     let mut result = src.to_owned();
-    edits.sort_by_key(|e| std::cmp::Reverse(e.range.start()));
+    edits.sort_by_key(|e| std::cmp::Reverse(e.range.start));
     for edit in &edits {
-        result.replace_range(
-            usize::from(edit.range.start())..usize::from(edit.range.end()),
-            &edit.text,
-        );
+        result.replace_range(edit.range.clone(), &edit.text);
     }
     let target_position = doc_values[..doc_index]
         .iter()
@@ -258,7 +279,7 @@ pub fn update_images(
 /// A replacement of one scalar's bytes.
 #[derive(Debug)]
 struct Edit {
-    range: TextRange,
+    range: std::ops::Range<usize>,
     text: String,
 }
 
@@ -427,7 +448,12 @@ fn container_steps(
                 steps.push(Step::Key("image".into()));
                 Ok(steps)
             }
-            _ => Err(not_found()),
+            [] => Err(not_found()),
+            _ => Err(EditError::AmbiguousContainer {
+                target: target.clone(),
+                container: container.to_owned(),
+                count: matches.len(),
+            }),
         };
     }
     Err(not_found())
@@ -593,8 +619,14 @@ enum Style {
 }
 
 /// The replacement for `scalar` so that it reads `new`, or `None` when it already does.
+///
+/// The scalar's extent is measured in `src` from the node's start rather than taken from the
+/// node's end, and the bytes found must read as `old` (the value the YAML parser saw at that
+/// path): the syntax tree locates the scalar, the source text bounds it.
 fn plan_edit(
+    src: &str,
     scalar: &Node,
+    old: &Value,
     new: &str,
     steps: &[Step],
     target: &Target,
@@ -604,24 +636,91 @@ fn plan_edit(
         path: show(steps),
         reason,
     };
-    let text = scalar.text().to_string();
-    let style = match text.chars().next() {
+    let start = usize::from(scalar.text_range().start());
+    let flow = in_flow(scalar);
+    let rest = src.get(start..).unwrap_or_default();
+    let style = match rest.chars().next() {
         Some('"') => Style::Double,
         Some('\'') => Style::Single,
         Some('|' | '>') => return Err(unsupported("it is a block scalar")),
         Some(_) => Style::Plain,
         None => return Err(unsupported("it is empty")),
     };
-    if text.contains(['\n', '\r']) {
+    let Some(len) = scalar_len(rest, style, flow) else {
         return Err(unsupported("it spans lines"));
+    };
+    let text = &rest[..len];
+    let decoded = serde_yaml::from_str::<Value>(text).ok();
+    let reads_as_old =
+        decoded.as_ref() == Some(old) || (style == Style::Plain && old.as_str() == Some(text));
+    if !reads_as_old {
+        return Err(unsupported(
+            "its text does not match its value (a multi-line scalar?)",
+        ));
     }
-    if serde_yaml::from_str::<Value>(&text).ok().as_ref() == Some(&Value::String(new.to_owned())) {
+    if decoded == Some(Value::String(new.to_owned())) || old.as_str() == Some(new) {
         return Ok(None);
     }
     Ok(Some(Edit {
-        range: scalar.text_range(),
-        text: render(new, style, in_flow(scalar)),
+        range: start..start + len,
+        text: render(new, style, flow),
     }))
+}
+
+/// The length in bytes of the one-line scalar at the start of `text`, `None` when it does not
+/// end on its line (a multi-line quoted scalar).
+fn scalar_len(text: &str, style: Style, in_flow: bool) -> Option<usize> {
+    let mut chars = text.char_indices().peekable();
+    match style {
+        Style::Double => {
+            chars.next();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => return Some(i + 1),
+                    '\n' | '\r' => return None,
+                    _ => {}
+                }
+            }
+            None
+        }
+        Style::Single => {
+            chars.next();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\'' if chars.peek().map(|(_, n)| *n) == Some('\'') => {
+                        chars.next();
+                    }
+                    '\'' => return Some(i + 1),
+                    '\n' | '\r' => return None,
+                    _ => {}
+                }
+            }
+            None
+        }
+        Style::Plain => {
+            let mut end = text.len();
+            let mut previous = ' ';
+            while let Some((i, c)) = chars.next() {
+                let next = chars.peek().map_or(' ', |(_, n)| *n);
+                let ends = match c {
+                    '\n' | '\r' => true,
+                    '#' => previous.is_whitespace(),
+                    ':' => next.is_whitespace() || (in_flow && ",[]{}".contains(next)),
+                    ',' | '[' | ']' | '{' | '}' => in_flow,
+                    _ => false,
+                };
+                if ends {
+                    end = i;
+                    break;
+                }
+                previous = c;
+            }
+            Some(text[..end].trim_end_matches([' ', '\t']).len())
+        }
+    }
 }
 
 /// Whether a node sits inside a flow mapping or sequence (`{…}`, `[…]`).
@@ -870,6 +969,23 @@ mod tests {
     }
 
     #[test]
+    fn scalar_extents_are_measured_on_their_line() {
+        let len = |text: &str, style, flow| scalar_len(text, style, flow);
+        assert_eq!(len("org/app:1.0 # c\n", Style::Plain, false), Some(11));
+        assert_eq!(len("org/app:1.0\t# c", Style::Plain, false), Some(11));
+        assert_eq!(len("org/app:1.0\r\nnext", Style::Plain, false), Some(11));
+        assert_eq!(len("org/app:1.0", Style::Plain, false), Some(11));
+        assert_eq!(len("a#b c", Style::Plain, false), Some(5));
+        assert_eq!(len("org/app:1.0}, {x: y}", Style::Plain, true), Some(11));
+        assert_eq!(len("org/app:1.0, b", Style::Plain, false), Some(14));
+        assert_eq!(len("key: value", Style::Plain, false), Some(3));
+        assert_eq!(len(r#""a\"b" # c"#, Style::Double, false), Some(6));
+        assert_eq!(len("'it''s' x", Style::Single, false), Some(7));
+        assert_eq!(len("\"open\n", Style::Double, false), None);
+        assert_eq!(len("'open", Style::Single, false), None);
+    }
+
+    #[test]
     fn paths_are_shown_dotted_with_indexes() {
         let steps = [
             Step::Key("spec".into()),
@@ -956,6 +1072,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, EditError::TargetNotFound { .. }), "{err}");
+        let twice = deployment().replace(
+            "      containers:",
+            "      initContainers:\n      - {name: app, image: x:1}\n      containers:",
+        );
+        let err = update_images(
+            &twice,
+            "default",
+            &target("Deployment", "app"),
+            &[change("app")],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, EditError::AmbiguousContainer { count: 2, .. }),
+            "{err}"
+        );
         let err = update_images("a: [", "default", &target("Deployment", "app"), &[]).unwrap_err();
         assert!(matches!(err, EditError::Parse { .. }), "{err}");
         let err = update_images(
