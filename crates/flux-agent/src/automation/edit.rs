@@ -32,7 +32,7 @@
 
 use std::fmt;
 
-use model::values_images::ValuePath;
+use model::values_images::{ValuePath, ValueUpdate};
 use rowan::NodeOrToken;
 use rowan::ast::AstNode;
 use serde_yaml::Value;
@@ -94,6 +94,16 @@ pub enum ImageChange {
         /// The new string.
         value: String,
     },
+}
+
+impl From<ValueUpdate> for ImageChange {
+    /// The change that writes one of [`model::values_images::ValuesImage::tag_update`]'s scalars.
+    fn from(update: ValueUpdate) -> Self {
+        Self::Value {
+            path: update.path,
+            value: update.value,
+        }
+    }
 }
 
 /// Why a file could not be edited. The file is then left as it was.
@@ -1114,6 +1124,39 @@ mod tests {
             err.to_string(),
             "failed to find spec.values.app in HelmRelease r"
         );
+    }
+
+    #[test]
+    fn a_model_tag_update_becomes_a_value_change() {
+        let src = "kind: HelmRelease\nmetadata: {name: r}\nspec:\n  values:\n    image: {repository: org/app, tag: '1.0'}\n";
+        let update = ValueUpdate {
+            path: ValuePath::new(["image", "tag"]),
+            value: "1.1".into(),
+        };
+        let out = update_images(
+            src,
+            "default",
+            &target("HelmRelease", "r"),
+            &[update.into()],
+        )
+        .unwrap();
+        assert_eq!(out, src.replace("'1.0'", "'1.1'"));
+    }
+
+    #[test]
+    fn a_plain_scalar_folded_over_lines_is_not_cut() {
+        let src = "kind: HelmRelease\nmetadata: {name: r}\nspec:\n  values:\n    image: org/app:1.0\n      -extra\n";
+        let err = update_images(
+            src,
+            "default",
+            &target("HelmRelease", "r"),
+            &[ImageChange::Value {
+                path: ValuePath::new(["image"]),
+                value: "org/app:1.1".into(),
+            }],
+        )
+        .unwrap_err();
+        assert!(matches!(err, EditError::Unsupported { .. }), "{err}");
     }
 
     #[test]
