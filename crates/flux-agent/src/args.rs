@@ -148,6 +148,11 @@ pub struct AutomationArgs {
     /// Burst of requests to each registry host; also the most concurrent fetches.
     #[arg(long, env = "FLUX_REGISTRY_BURST", default_value_t = 125)]
     pub registry_burst: u32,
+    /// How often each tracked repository's tag list is read again (Flux v1's warmer re-read its
+    /// image list every minute); new tags' images are fetched right away, known tags' digests are
+    /// re-checked on the adaptive schedule (1 h, between 5 m and 7 d).
+    #[arg(long, env = "FLUX_REGISTRY_SCAN_INTERVAL", default_value = "1m")]
+    pub registry_scan_interval: FluxDuration,
     /// Registry hosts (`host` or `host:port`) spoken to over plain HTTP.
     #[arg(long, env = "FLUX_REGISTRY_INSECURE_HOST", value_delimiter = ',')]
     pub registry_insecure_host: Vec<String>,

@@ -2,10 +2,13 @@
 //! `pkg/http/daemon/server.go`), so existing dashboards and alerts keep working:
 //! `flux_daemon_sync_duration_seconds{success}`, `flux_daemon_sync_manifests{success}`,
 //! `flux_daemon_queue_length_count`, `flux_git_ready`,
-//! `flux_request_duration_seconds{method,route,status_code}`. One struct, registered in one call.
+//! `flux_request_duration_seconds{method,route,status_code}`; and `flux_automation_runs_total{success}`.
+//! One struct, registered in one call. The registry scanner registers its own metrics in the
+//! same registry ([`Metrics::registry`]).
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Errors registering metrics (a programming error: a duplicate name).
@@ -27,6 +30,8 @@ pub struct Metrics {
     pub git_ready: IntGauge,
     /// HTTP API request durations.
     pub request_duration: HistogramVec,
+    /// Automation runs, by success (not in Flux v1, which logged them only).
+    pub automation_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -70,7 +75,15 @@ impl Metrics {
         registry.register(Box::new(sync_manifests.clone()))?;
         registry.register(Box::new(queue_length.clone()))?;
         registry.register(Box::new(git_ready.clone()))?;
+        let automation_runs = IntCounterVec::new(
+            Opts::new(
+                "flux_automation_runs_total",
+                "Image automation runs, by whether they finished without a run-wide error.",
+            ),
+            &["success"],
+        )?;
         registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(automation_runs.clone()))?;
         Ok(Self {
             registry,
             sync_duration,
@@ -78,7 +91,14 @@ impl Metrics {
             queue_length,
             git_ready,
             request_duration,
+            automation_runs,
         })
+    }
+
+    /// The Prometheus registry, for modules that register their own metrics.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The exposition text for `/metrics`.
