@@ -102,7 +102,7 @@ pub(crate) struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// `canonical_host` as in canonical image names (`index.docker.io`, `ghcr.io`).
+    /// `canonical_host` as in canonical image names (`docker.io`, `ghcr.io`).
     pub(crate) fn new(canonical_host: &str, path: &'a str, login: Option<&'a Login>) -> Self {
         let api_host = if canonical_host == DOCKER_HUB {
             "registry-1.docker.io".to_owned()

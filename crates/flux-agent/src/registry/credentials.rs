@@ -2,8 +2,8 @@
 //! `kubernetes.io/dockercfg`) and Docker `config.json` files, as Flux v1's
 //! `pkg/registry/credentials.go` read them: per host, `auth` (base64 of `user:password`) or
 //! `username` + `password`. Hosts are normalised (scheme and path dropped, Docker Hub's
-//! spellings folded into `index.docker.io`), so a key `https://index.docker.io/v1/` serves
-//! `index.docker.io/library/nginx`.
+//! spellings folded into `docker.io`, as `model::image` spells it), so a key
+//! `https://index.docker.io/v1/` serves `docker.io/library/nginx`.
 //!
 //! Does not run Docker credential helpers (`credsStore`, `credHelpers`) and does not fetch cloud
 //! tokens (ECR, GCR, ACR). Nothing here logs or formats a password: `Debug` lists hosts only,
@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::RegistryError;
 
-/// The Docker Hub host as canonical image names spell it.
-pub(crate) const DOCKER_HUB: &str = "index.docker.io";
+/// The Docker Hub host as canonical image names spell it (`model::image::DOCKER_HUB`).
+pub(crate) const DOCKER_HUB: &str = model::image::DOCKER_HUB;
 
 /// One login.
 #[derive(Clone, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl RegistryCredentials {
         }
     }
 
-    /// The hosts that have a login, normalised (`index.docker.io`, `registry.example:5000`).
+    /// The hosts that have a login, normalised (`docker.io`, `registry.example:5000`).
     #[must_use]
     pub fn hosts(&self) -> Vec<&str> {
         self.logins.keys().map(String::as_str).collect()
@@ -205,8 +205,8 @@ fn decode_auth(auth: &str) -> Option<Login> {
     })
 }
 
-/// `https://index.docker.io/v1/` → `index.docker.io`; `registry.example:5000/path` →
-/// `registry.example:5000`; Docker Hub's other names → `index.docker.io`; lower case.
+/// `https://index.docker.io/v1/` → `docker.io`; `registry.example:5000/path` →
+/// `registry.example:5000`; Docker Hub's other names → `docker.io`; lower case.
 pub(crate) fn normalise_host(key: &str) -> String {
     let rest = key
         .strip_prefix("https://")
@@ -214,7 +214,9 @@ pub(crate) fn normalise_host(key: &str) -> String {
         .unwrap_or(key);
     let host = rest.split('/').next().unwrap_or(rest).to_ascii_lowercase();
     match host.as_str() {
-        "docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB.to_owned(),
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_owned()
+        }
         _ => host,
     }
 }
@@ -237,8 +239,8 @@ mod tests {
         let data = BTreeMap::from([(".dockerconfigjson".to_owned(), json.into_bytes())]);
         let creds =
             RegistryCredentials::from_secret("kubernetes.io/dockerconfigjson", &data).unwrap();
-        assert_eq!(creds.hosts(), vec!["index.docker.io", "reg.example:5000"]);
-        let hub = creds.login("index.docker.io").unwrap();
+        assert_eq!(creds.hosts(), vec!["docker.io", "reg.example:5000"]);
+        let hub = creds.login("docker.io").unwrap();
         assert_eq!(
             (hub.username.as_str(), hub.password.as_str()),
             ("alice", "pa:ss")

@@ -44,7 +44,8 @@ use std::time::{Duration, SystemTime};
 pub use credentials::RegistryCredentials;
 pub use scanner::{RequestCounts, ScanReport, Scanner};
 
-/// Flux v1's default for `--registry-use-labels`.
+/// Flux v1's default for `--registry-use-labels` (Flux v1's spelling; `index.docker.io/` in
+/// globs is read as `docker.io/`, the canonical spelling of `model::image`).
 pub const DEFAULT_USE_LABELS: [&str; 2] =
     ["index.docker.io/weaveworks/*", "index.docker.io/fluxcd/*"];
 
@@ -65,7 +66,8 @@ pub struct RegistryConfig {
     /// `--registry-platform`: `os/arch` or `os/arch/variant` picked from image indexes
     /// (default `linux/amd64`, what Flux v1 always used).
     pub platform: String,
-    /// `--registry-use-labels`: globs on canonical repository names whose creation time is
+    /// `--registry-use-labels`: globs on canonical repository names (`docker.io/fluxcd/*`;
+    /// Flux v1's `index.docker.io/` prefix is accepted too) whose creation time is
     /// taken from the `org.opencontainers.image.created` or `org.label-schema.build-date` label
     /// when present.
     pub use_labels: Vec<String>,

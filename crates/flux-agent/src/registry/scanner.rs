@@ -205,7 +205,9 @@ impl std::fmt::Debug for Scanner {
 fn glob_set(flag: &'static str, patterns: &[String]) -> Result<GlobSet, RegistryError> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        let glob = Glob::new(pattern).map_err(|e| RegistryError::InvalidConfig {
+        // Flux v1 spelled Docker Hub `index.docker.io`; canonical names here say `docker.io`.
+        let pattern = normalise_glob(pattern);
+        let glob = Glob::new(&pattern).map_err(|e| RegistryError::InvalidConfig {
             flag,
             value: pattern.clone(),
             reason: e.to_string(),
@@ -217,6 +219,16 @@ fn glob_set(flag: &'static str, patterns: &[String]) -> Result<GlobSet, Registry
         value: patterns.join(","),
         reason: e.to_string(),
     })
+}
+
+/// `index.docker.io/…` and `registry-1.docker.io/…` → `docker.io/…`.
+fn normalise_glob(pattern: &str) -> String {
+    for alias in ["index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = pattern.strip_prefix(alias) {
+            return format!("{}/{rest}", model::image::DOCKER_HUB);
+        }
+    }
+    pattern.to_owned()
 }
 
 /// A repository's outcome in a round.
@@ -559,8 +571,9 @@ impl Scanner {
     ) {
         tokio::pin!(shutdown);
         loop {
+            let next_due = self.next_due();
             let now = Instant::now();
-            let wait = self.next_due().map_or(RUN_TICK, |due| {
+            let wait = next_due.map_or(RUN_TICK, |due| {
                 due.saturating_duration_since(now).min(RUN_TICK)
             });
             if !wait.is_zero() {
@@ -706,11 +719,14 @@ impl Scanner {
         if check {
             let still_listed: Vec<&String> =
                 listed.iter().filter(|t| known.contains_key(*t)).collect();
-            let mut heads = futures::stream::iter(still_listed)
-                .map(
-                    |tag| async move { (tag, self.inner.client.manifest(target, tag, true).await) },
-                )
-                .buffer_unordered(burst);
+            // Futures built in a loop, not by a closure in `map`: keeps the round `Send` for
+            // `tokio::spawn` (rustc's higher-ranked closure limitation).
+            let mut head_futures = Vec::with_capacity(still_listed.len());
+            for tag in still_listed {
+                let client = &self.inner.client;
+                head_futures.push(async move { (tag, client.manifest(target, tag, true).await) });
+            }
+            let mut heads = futures::stream::iter(head_futures).buffer_unordered(burst);
             while let Some((tag, result)) = heads.next().await {
                 match result {
                     Ok(manifest) => {
@@ -743,12 +759,14 @@ impl Scanner {
         let mut fetched: HashMap<String, TagRecord> = HashMap::new();
         {
             let by_digest = &by_digest;
-            let mut fetches = futures::stream::iter(to_fetch)
-                .map(|tag| async move {
+            let mut fetch_futures = Vec::with_capacity(to_fetch.len());
+            for tag in to_fetch {
+                fetch_futures.push(async move {
                     let result = self.fetch_tag(target, &tag, by_digest, use_labels).await;
                     (tag, result)
-                })
-                .buffer_unordered(burst);
+                });
+            }
+            let mut fetches = futures::stream::iter(fetch_futures).buffer_unordered(burst);
             while let Some((tag, result)) = fetches.next().await {
                 match result {
                     Ok(Some(tag_record)) => {
