@@ -25,6 +25,8 @@ pub struct ImageSpec {
     pub arch: String,
     /// Anything; makes the content (and so the digests) unique.
     pub marker: String,
+    /// The layer's content; `None` = derived from the marker (a layer per image).
+    pub layer: Option<String>,
 }
 
 impl ImageSpec {
@@ -36,7 +38,14 @@ impl ImageSpec {
             os: "linux".to_owned(),
             arch: "amd64".to_owned(),
             marker: marker.to_owned(),
+            layer: None,
         }
+    }
+
+    /// Uses `content` as the layer (images sharing it upload it once per repository).
+    pub fn layer(mut self, content: &str) -> Self {
+        self.layer = Some(content.to_owned());
+        self
     }
 
     /// The same for another platform.
@@ -66,6 +75,8 @@ pub struct Pusher {
     http: reqwest::Client,
     base: String,
     login: Option<(String, String)>,
+    /// `(repo, digest)` of blobs already uploaded by this pusher (not uploaded again).
+    uploaded: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl Pusher {
@@ -76,6 +87,7 @@ impl Pusher {
             http: reqwest::Client::new(),
             base: format!("http://{host}"),
             login: login.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            uploaded: std::sync::Arc::default(),
         }
     }
 
@@ -89,6 +101,10 @@ impl Pusher {
     /// Uploads a blob (monolithic); returns its digest.
     pub async fn blob(&self, repo: &str, bytes: Vec<u8>) -> String {
         let digest = digest(&bytes);
+        let key = (repo.to_owned(), digest.clone());
+        if self.uploaded.lock().unwrap().contains(&key) {
+            return digest;
+        }
         let response = self
             .auth(
                 self.http
@@ -116,6 +132,7 @@ impl Pusher {
             .await
             .expect("blob upload");
         assert_eq!(response.status().as_u16(), 201, "PUT blob");
+        self.uploaded.lock().unwrap().insert(key);
         digest
     }
 
@@ -148,7 +165,11 @@ impl Pusher {
 
     /// Pushes the layer and config of `spec` and returns the manifest bytes (not yet put).
     pub async fn image_manifest(&self, repo: &str, spec: &ImageSpec) -> Vec<u8> {
-        let layer = format!("layer of {repo} {}", spec.marker).into_bytes();
+        let layer = spec
+            .layer
+            .clone()
+            .unwrap_or_else(|| format!("layer of {repo} {}", spec.marker))
+            .into_bytes();
         let layer_size = layer.len();
         let layer_digest = self.blob(repo, layer).await;
         let labels: serde_json::Map<String, serde_json::Value> = spec
