@@ -46,7 +46,8 @@ pub(crate) fn run(root: &Path, name: &str, count: usize, concurrency: usize) -> 
         "kube-sim" => kube_sim(root, count, concurrency),
         "sync" => crate::bench_sync::run(root),
         "operator" => crate::bench_operator::run(root),
-        _ => bail!("unknown benchmark {name:?}; known: kube-sim, sync, operator"),
+        "registry" => crate::bench_registry::run(root),
+        _ => bail!("unknown benchmark {name:?}; known: kube-sim, sync, operator, registry"),
     }
 }
 

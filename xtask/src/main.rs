@@ -6,12 +6,13 @@
 //!   the example config repository (`--keep` leaves them running).
 //! - `tools`: fetches the binaries the tests run (Helm 3, Helm 4, kubectl 1.31) into a cache
 //!   outside the clone and prints their paths (`--print-env`: `export` lines).
-//! - `bench kube-sim`, `bench sync`, `bench operator`: benchmarks (release builds, figures on stdout).
+//! - `bench kube-sim`, `bench sync`, `bench operator`, `bench registry`: benchmarks (release builds, figures on stdout).
 //! - `test`: the test suite, as the README and CI run it, with the `tools` paths in its
 //!   environment.
 
 mod bench;
 mod bench_operator;
+mod bench_registry;
 mod bench_sync;
 mod crds;
 mod demo;
@@ -65,7 +66,7 @@ enum Task {
         #[arg(long)]
         print_env: bool,
     },
-    /// Run a benchmark (`kube-sim`, `sync`, `operator`).
+    /// Run a benchmark (`kube-sim`, `sync`, `operator`, `registry`).
     Bench {
         /// Which benchmark.
         name: String,
