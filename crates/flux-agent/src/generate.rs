@@ -34,9 +34,9 @@
 //! the others are passed through as generated.
 //!
 //! Image updates through updaters and patch files are [`update`]'s. Deliberately not done here:
-//! policy updaters (parsed and kept in [`ConfigFile::CommandUpdated`], never run), turning the output into manifests (that is
-//! [`crate::manifests::load`]), SOPS, and any sandboxing of the commands beyond the cleared
-//! environment: they run with the agent's rights.
+//! policy updaters (parsed and kept in [`ConfigFile::CommandUpdated`], never run), turning the
+//! output into manifests (that is [`crate::manifests::load`]), SOPS, and any sandboxing of the
+//! commands beyond the cleared environment: they run with the agent's rights.
 
 use std::fmt;
 use std::fs;

@@ -133,8 +133,8 @@ pub enum UpdaterError {
         "failed to find {id} among the manifests {file} generates for the target paths {targets:?}{failures}"
     )]
     NotGenerated {
-        /// The workload.
-        id: ResourceId,
+        /// The workload (`<ns>:<kind>/<name>`).
+        id: String,
         /// The `.flux.yaml`.
         file: String,
         /// The target paths that use it.
@@ -187,8 +187,8 @@ pub enum UpdaterError {
     /// The generated workload has no container of that name.
     #[error("failed to find container {container:?} in {id} as generated in {target}")]
     NoContainer {
-        /// The workload.
-        id: ResourceId,
+        /// The workload (`<ns>:<kind>/<name>`).
+        id: String,
         /// The container.
         container: String,
         /// The target path.
@@ -199,8 +199,8 @@ pub enum UpdaterError {
         "failed to verify the update of {id} in {target}: after it, {what} is {found}, not {expected:?}"
     )]
     NotApplied {
-        /// The workload.
-        id: ResourceId,
+        /// The workload (`<ns>:<kind>/<name>`).
+        id: String,
         /// The target path.
         target: String,
         /// Which field (`container app image`, `spec.values.image.tag`).
@@ -531,7 +531,7 @@ fn apply_change(
             })
             .collect();
         return Err(UpdaterError::NotGenerated {
-            id: change.id.clone(),
+            id: change.id.to_string(),
             file: context.config_label.to_owned(),
             targets: targets.iter().map(|t| t.label.clone()).collect(),
             failures,
@@ -645,13 +645,13 @@ fn write_patch(
             change.id
         ))
     })?;
-    let edit: Box<dyn Fn(&mut Yaml) -> Result<(), String>> = if is_release(change) {
+    let edit: PatchEdit<'_> = if is_release(change) {
         Box::new(|patch: &mut Yaml| set_values(patch, &change.values))
     } else {
         let path = pod_spec_path(&change.kind);
         let list = container_list(object, path, &change.container).ok_or_else(|| {
             UpdaterError::NoContainer {
-                id: change.id.clone(),
+                id: change.id.to_string(),
                 container: change.container.clone(),
                 target: target.label.clone(),
             }
@@ -666,6 +666,9 @@ fn write_patch(
     }
     Ok(())
 }
+
+/// An edit of one patch document; an error says what is wrong with the document.
+type PatchEdit<'a> = Box<dyn Fn(&mut Yaml) -> Result<(), String> + 'a>;
 
 /// Which list of the pod spec at `path` holds `container`: `containers` or `initContainers`.
 fn container_list(object: &Yaml, path: &[&str], container: &str) -> Option<&'static str> {
@@ -852,7 +855,7 @@ fn verify(
 ) -> Result<(), UpdaterError> {
     let objects = generate(context, &target.dir)?;
     let not_applied = |what: String, found: String, expected: &str| UpdaterError::NotApplied {
-        id: change.id.clone(),
+        id: change.id.to_string(),
         target: target.label.clone(),
         what,
         found,
