@@ -33,10 +33,10 @@
 //! patches of deleted resources must be pruned by hand. Patched documents are re-serialised;
 //! the others are passed through as generated.
 //!
-//! Deliberately not done here: updaters (parsed and kept in [`ConfigFile::CommandUpdated`], never
-//! run — a later issue), writing patch files, turning the output into manifests (that is
-//! [`crate::manifests::load`]), SOPS, and any sandboxing of the commands beyond the cleared
-//! environment: they run with the agent's rights.
+//! Image updates through updaters and patch files are [`update`]'s. Deliberately not done here:
+//! policy updaters (parsed and kept in [`ConfigFile::CommandUpdated`], never run), turning the
+//! output into manifests (that is [`crate::manifests::load`]), SOPS, and any sandboxing of the
+//! commands beyond the cleared environment: they run with the agent's rights.
 
 use std::fmt;
 use std::fs;
@@ -50,6 +50,8 @@ use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
 use crate::manifests::{group_of, parse_chunk, split_documents};
+
+pub mod update;
 
 /// The name of the config file.
 pub const CONFIG_FILENAME: &str = ".flux.yaml";
@@ -102,7 +104,8 @@ pub struct ConfigCommand {
     pub timeout: Option<Duration>,
 }
 
-/// One entry of `commandUpdated.updaters`. Parsed so that a broken file is refused, not run.
+/// One entry of `commandUpdated.updaters`. Parsed so that a broken file is refused, not run;
+/// [`update`] runs `containerImage` (policy updaters are not run).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Updater {
     /// `containerImage`: the command that changes a container image.
@@ -118,7 +121,7 @@ pub enum ConfigFile {
     CommandUpdated {
         /// The generator commands, run in order.
         generators: Vec<ConfigCommand>,
-        /// The updater commands (not run yet).
+        /// The updater commands; [`update`] runs the `containerImage` ones.
         updaters: Vec<Updater>,
     },
     /// Manifests come from generators with a patch file applied on top.
@@ -522,7 +525,7 @@ pub fn run(
     let mut output = String::new();
     for generator in generators {
         let timeout = generator.timeout.unwrap_or(default_timeout);
-        let stdout = run_command(&generator.command, &target_dir, timeout)
+        let stdout = run_command(&generator.command, &target_dir, timeout, &[])
             .map_err(|reason| error(&file, None, reason))?;
         append_stream(&mut output, &stdout);
     }
@@ -678,8 +681,14 @@ fn kill_tree(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Runs one generator command and returns its stdout.
-fn run_command(command: &str, dir: &Path, timeout: Duration) -> Result<String, GenerateFailure> {
+/// Runs one command (a generator, or an updater with its `FLUX_*` variables in `env`) and
+/// returns its stdout.
+fn run_command(
+    command: &str,
+    dir: &Path,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Result<String, GenerateFailure> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(command)
@@ -693,6 +702,7 @@ fn run_command(command: &str, dir: &Path, timeout: Duration) -> Result<String, G
             cmd.env(name, value);
         }
     }
+    cmd.envs(env.iter().copied());
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let io_error = |message: String| GenerateFailure::Io {
