@@ -54,6 +54,9 @@ pub enum AgentError {
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    /// The registry scanner could not be set up (a bad glob or `--docker-config`).
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
     /// A listener could not be bound, or the work directory prepared.
     #[error("failed to {action}")]
     Io {
@@ -168,6 +171,27 @@ pub async fn run_until(
         SyncMarker::Git
     };
     let safe_url = git_mirror::safe_url(&args.git_url);
+    let metrics = metrics::Metrics::new()?;
+    let automate = !args.git_readonly && !args.automation.registry_disable_scanning;
+    if !automate {
+        tracing::info!(
+            readonly = args.git_readonly,
+            scanning_disabled = args.automation.registry_disable_scanning,
+            "image automation is off"
+        );
+    }
+    let scanner = if automate {
+        Some(automation::service::scanner(
+            &args.automation,
+            &work_dir,
+            &metrics,
+        )?)
+    } else {
+        None
+    };
+    let image_notify = scanner.clone().map(|scanner| {
+        Box::new(move |repository: &str| scanner.notify(repository)) as api::ImageNotify
+    });
     let state = Arc::new(AgentState {
         version: VERSION.to_owned(),
         public_key: identity.public_key().to_owned(),
@@ -178,9 +202,9 @@ pub async fn run_until(
         mirror: Arc::clone(&mirror),
         synced: Mutex::new(None),
         wake: tokio::sync::Notify::new(),
-        metrics: metrics::Metrics::new()?,
+        metrics,
         workloads: Mutex::new(Vec::new()),
-        image_notify: None,
+        image_notify,
     });
     let listener = tokio::net::TcpListener::bind(args.listen.0)
         .await
@@ -234,6 +258,20 @@ pub async fn run_until(
         manifest_generation: args.manifest_generation,
         generator_timeout: args.sync_timeout.0,
     };
+    let automation = scanner.map(|scanner| {
+        automation::service::Service::start(
+            scanner,
+            Arc::clone(&state),
+            Arc::clone(&mirror),
+            client.clone(),
+            automation::service::automation_config(
+                &args.automation,
+                paths.clone(),
+                load_options.clone(),
+                &work_dir,
+            ),
+        )
+    });
     let mut agent = Loop {
         args,
         state,
@@ -248,6 +286,9 @@ pub async fn run_until(
     tokio::select! {
         () = agent.run() => {}
         () = shutdown => tracing::info!("shutting down"),
+    }
+    if let Some(automation) = automation {
+        automation.stop();
     }
     Ok(())
 }

@@ -4,5 +4,7 @@
 
 pub mod edit;
 pub mod plan;
+pub mod run;
+pub mod service;
 pub mod status;
 pub mod workloads;
