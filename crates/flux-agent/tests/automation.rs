@@ -439,3 +439,50 @@ async fn a_registry_that_is_down_makes_no_commit_and_shows_in_the_metrics() {
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_workloads_are_updated_through_their_flux_yaml_updaters() {
+    let dir = TempDir::new("automation-generated");
+    let registry = registry(dir.path());
+    let host = registry.host();
+    let pusher = Pusher::new(&host, None);
+    push_tags(
+        &pusher,
+        "stefanprodan/podinfo",
+        &["1.0.0", "1.0.1", "2.0.0"],
+    )
+    .await;
+
+    let repo = BareRepo::new(dir.path(), "config.git", "main");
+    let config = "version: 1\ncommandUpdated:\n  generators:\n    - command: cat deployment.yaml\n  updaters:\n    - containerImage:\n        command: 'sed -i \"s|image: .*|image: ${FLUX_IMG}:${FLUX_TAG}|\" deployment.yaml'\n";
+    let app = deployment(&host, "generated", "    fluxcd.io/tag.app: semver:~1.0");
+    let first = repo.commit(
+        &[("gen/.flux.yaml", config), ("gen/deployment.yaml", &app)],
+        &[],
+        "initial",
+    );
+    let remote = remote(dir.path(), &repo);
+    let sim = KubeSim::start().unwrap();
+    let mut flags = remote.flags.clone();
+    flags.push(format!("--registry-insecure-host={host}"));
+    flags.push("--git-path=gen".to_owned());
+    flags.push("--manifest-generation".to_owned());
+    let agent = Agent::start(&sim, &dir.path().join("work"), &flag_refs(&flags)).await;
+    remote.sshd.authorize(&agent.public_key());
+
+    eventually("the automation commit", || {
+        repo.head().is_some_and(|h| h != first)
+    })
+    .await;
+    assert_eq!(
+        show(&repo, "gen/deployment.yaml"),
+        trimmed(&app.replace("podinfo:1.0.0", "podinfo:1.0.1"))
+    );
+    assert_eq!(show(&repo, "gen/.flux.yaml"), trimmed(config));
+    let message = run_git(repo.path(), &["log", "-1", "--format=%B", "main"]);
+    assert_eq!(
+        message.trim_end(),
+        format!("Auto-release {host}/stefanprodan/podinfo:1.0.1\n\n[ci skip]")
+    );
+    agent.stop().await;
+}

@@ -58,6 +58,8 @@ pub struct ContainerUpdate {
 pub struct WorkloadUpdate {
     /// The workload.
     pub id: ResourceId,
+    /// `apiVersion` as written.
+    pub api_version: String,
     /// `kind` as written.
     pub kind: String,
     /// `metadata.name`.
@@ -172,6 +174,7 @@ pub fn plan(workloads: &[Workload], source: &dyn TagSource) -> Plan {
         if !containers.is_empty() {
             result.updates.push(WorkloadUpdate {
                 id: workload.id.clone(),
+                api_version: workload.api_version.clone(),
                 kind: workload.kind.clone(),
                 name: workload.name.clone(),
                 namespace: workload.namespace.clone(),

@@ -52,6 +52,8 @@ pub struct Container {
 pub struct Workload {
     /// `<namespace>:<kind>/<name>`.
     pub id: ResourceId,
+    /// `apiVersion` as written.
+    pub api_version: String,
     /// `kind` as written (`Deployment`).
     pub kind: String,
     /// `metadata.name`.
@@ -122,6 +124,7 @@ fn workload(manifest: &Manifest) -> Option<Workload> {
     let policies = Policies::from_annotations(&annotations).map_err(|e| e.to_string());
     let mut found = Workload {
         id: manifest.id.clone(),
+        api_version: manifest.api_version.clone(),
         kind: manifest.kind.clone(),
         name: manifest.name.clone(),
         namespace: manifest.namespace.clone(),
