@@ -79,6 +79,20 @@ fn print_report(prefix: &str, report: &ScanReport, rps: f64) {
 async fn seed(host: &str, repo_count: usize, tag_count: usize) {
     let pusher = Pusher::new(host, None);
     let started = Instant::now();
+    // Each repository's shared layer first: concurrent uploads of one blob to one repository
+    // race in the registry.
+    let mut layers = Vec::with_capacity(repo_count);
+    for r in 0..repo_count {
+        let pusher = pusher.clone();
+        layers.push(async move {
+            let repo = format!("bench/repo-{r:03}");
+            pusher.blob(&repo, repo.clone().into_bytes()).await;
+        });
+    }
+    futures::stream::iter(layers)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
     let jobs: Vec<(usize, usize)> = (0..repo_count)
         .flat_map(|r| (0..tag_count).map(move |t| (r, t)))
         .collect();

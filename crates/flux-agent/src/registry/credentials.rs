@@ -284,7 +284,9 @@ mod tests {
         creds.insert("https://docker.io/v1/", "alice", "s3cret");
         let debug = format!("{creds:?}");
         assert!(
-            debug.contains("index.docker.io") && !debug.contains("s3cret"),
+            debug.contains("\"docker.io\"")
+                && !debug.contains("s3cret")
+                && !debug.contains("alice"),
             "{debug}"
         );
     }

@@ -6,7 +6,9 @@
 //!
 //! And ours: `flux_registry_repositories`, `flux_registry_tags` (tracked repositories and their
 //! known tags), `flux_registry_rate_limit_rps{host}` (the current, possibly backed-off, limit),
-//! `flux_registry_fetch_errors_total{host,category}` and `flux_registry_failing_repositories`
+//! `flux_registry_fetch_errors_total{host,category}` (failed repository rounds, by the round's
+//! first error: `unauthorized`, `rate_limited`, `status`, `timeout`, `transport`, `parse`)
+//! and `flux_registry_failing_repositories`
 //! (repositories whose last round failed, which wait for their retry with backoff).
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
@@ -70,7 +72,7 @@ impl RegistryMetrics {
         let errors = IntCounterVec::new(
             Opts::new(
                 "flux_registry_fetch_errors_total",
-                "Failed registry requests, by host and error category.",
+                "Failed repository scan rounds (the round's first error), by registry host and error category.",
             ),
             &["host", "category"],
         )
