@@ -172,8 +172,26 @@ fn remote(dir: &Path, repo: &BareRepo) -> Remote {
     Remote { sshd, flags }
 }
 
-fn flag_refs(flags: &[String]) -> Vec<&str> {
-    flags.iter().map(String::as_str).collect()
+/// kube-sim and an agent on `remote` with the registry `host` spoken to over HTTP, plus
+/// `extra` flags; the agent's key is authorised on sshd (through `key_prefix`, e.g. an ssh
+/// `command="..."` option, when given).
+async fn start_agent(
+    dir: &Path,
+    remote: &Remote,
+    host: &str,
+    extra: &[&str],
+    key_prefix: &str,
+) -> (KubeSim, Agent) {
+    let sim = KubeSim::start().unwrap();
+    let mut flags = remote.flags.clone();
+    flags.push(format!("--registry-insecure-host={host}"));
+    flags.extend(extra.iter().map(|f| (*f).to_owned()));
+    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let agent = Agent::start(&sim, &dir.join("work"), &refs).await;
+    remote
+        .sshd
+        .authorize(&format!("{key_prefix}{}", agent.public_key()));
+    (sim, agent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,11 +229,7 @@ async fn the_seed_scenarios_are_bumped_in_one_ci_skip_commit() {
         "initial",
     );
     let remote = remote(dir.path(), &repo);
-    let sim = KubeSim::start().unwrap();
-    let mut flags = remote.flags.clone();
-    flags.push(format!("--registry-insecure-host={host}"));
-    let agent = Agent::start(&sim, &dir.path().join("work"), &flag_refs(&flags)).await;
-    remote.sshd.authorize(&agent.public_key());
+    let (_sim, agent) = start_agent(dir.path(), &remote, &host, &[], "").await;
 
     eventually("the automation commit", || {
         repo.head().is_some_and(|h| h != first)
@@ -373,17 +387,15 @@ async fn a_commit_pushed_between_our_fetch_and_our_push_is_kept_and_ours_lands_o
         .unwrap();
 
     let remote = remote(dir.path(), &repo);
-    let sim = KubeSim::start().unwrap();
-    let mut flags = remote.flags.clone();
-    flags.push(format!("--registry-insecure-host={host}"));
-    // No sync tag pushes: the only push is automation's.
-    flags.push("--sync-state=secret".to_owned());
-    let agent = Agent::start(&sim, &dir.path().join("work"), &flag_refs(&flags)).await;
-    remote.sshd.authorize(&format!(
-        "command=\"{}\" {}",
-        wrapper.display(),
-        agent.public_key()
-    ));
+    // `--sync-state=secret`: no sync tag pushes, so the only push is automation's.
+    let (_sim, agent) = start_agent(
+        dir.path(),
+        &remote,
+        &host,
+        &["--sync-state=secret"],
+        &format!("command=\"{}\" ", wrapper.display()),
+    )
+    .await;
 
     eventually("our commit on top of theirs", || {
         repo.head().is_some_and(|h| h != first && h != theirs)
@@ -409,11 +421,7 @@ async fn a_registry_that_is_down_makes_no_commit_and_shows_in_the_metrics() {
     let app = deployment(&host, "app", "");
     let first = repo.commit(&[("apps/app.yaml", &app)], &[], "initial");
     let remote = remote(dir.path(), &repo);
-    let sim = KubeSim::start().unwrap();
-    let mut flags = remote.flags.clone();
-    flags.push(format!("--registry-insecure-host={host}"));
-    let agent = Agent::start(&sim, &dir.path().join("work"), &flag_refs(&flags)).await;
-    remote.sshd.authorize(&agent.public_key());
+    let (_sim, agent) = start_agent(dir.path(), &remote, &host, &[], "").await;
 
     eventually("failed registry fetches in the metrics", || {
         agent
@@ -462,13 +470,14 @@ async fn generated_workloads_are_updated_through_their_flux_yaml_updaters() {
         "initial",
     );
     let remote = remote(dir.path(), &repo);
-    let sim = KubeSim::start().unwrap();
-    let mut flags = remote.flags.clone();
-    flags.push(format!("--registry-insecure-host={host}"));
-    flags.push("--git-path=gen".to_owned());
-    flags.push("--manifest-generation".to_owned());
-    let agent = Agent::start(&sim, &dir.path().join("work"), &flag_refs(&flags)).await;
-    remote.sshd.authorize(&agent.public_key());
+    let (_sim, agent) = start_agent(
+        dir.path(),
+        &remote,
+        &host,
+        &["--git-path=gen", "--manifest-generation"],
+        "",
+    )
+    .await;
 
     eventually("the automation commit", || {
         repo.head().is_some_and(|h| h != first)
