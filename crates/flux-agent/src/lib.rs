@@ -1,5 +1,5 @@
-//! `flux-agent`: keeps a cluster equal to a git config repository (Flux v1's fluxd, git -> cluster
-//! half). Image automation (registry -> git) arrives with a later issue.
+//! `flux-agent`: keeps a cluster equal to a git config repository and bumps image tags in it
+//! (Flux v1's fluxd: git -> cluster sync, and registry -> git image automation).
 //!
 //! [`run`] wires the modules together: the deploy key ([`identity`]), the git mirror ([`git_mirror`]),
 //! reading manifests ([`manifests`], [`generate`]), applying and collecting them ([`sync`]),
@@ -7,6 +7,11 @@
 //! fetches every `--git-poll-interval`, syncs on a new commit, every `--sync-interval` and when
 //! asked (`POST /api/flux/v11/notify`), one sync at a time, each bounded by `--sync-timeout`.
 //! The marker moves only to a revision applied without errors.
+//!
+//! Beside the loop run the registry scanner ([`registry`]) and image automation
+//! ([`automation`]): unless `--git-readonly` or `--registry-disable-scanning`, the repositories
+//! of automated workloads are scanned, and tag bumps are committed and pushed; a pushed commit
+//! wakes the loop so it is applied at once.
 
 pub mod api;
 pub mod args;
