@@ -441,6 +441,8 @@ pub(crate) fn run(root: &Path, repo: &Path, keep: bool) -> anyhow::Result<()> {
             "--git-poll-interval=1s".to_owned(),
             format!("--listen=127.0.0.1:{agent_port}"),
             format!("--work-dir={}", dir.join("agent").display()),
+            // The examples' images live on public registries, which the demo never contacts.
+            "--registry-disable-scanning".to_owned(),
         ])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")

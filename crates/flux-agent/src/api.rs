@@ -52,6 +52,11 @@ pub struct AgentState {
     /// Asks the registry scanner to read an image repository first (`Kind: image` notifies);
     /// `None` without scanning.
     pub image_notify: Option<ImageNotify>,
+    /// Held by a sync or an automation run while it works: one job at a time, as Flux v1's
+    /// daemon loop ran them (and so their memory peaks do not add up).
+    pub jobs: tokio::sync::Mutex<()>,
+    /// How many syncs have finished (clean or not); automation starts after the first.
+    pub syncs: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

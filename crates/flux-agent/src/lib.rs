@@ -210,6 +210,8 @@ pub async fn run_until(
         metrics,
         workloads: Mutex::new(Vec::new()),
         image_notify,
+        jobs: tokio::sync::Mutex::new(()),
+        syncs: tokio::sync::watch::channel(0).0,
     });
     let listener = tokio::net::TcpListener::bind(args.listen.0)
         .await
@@ -403,6 +405,8 @@ impl Loop {
 
     /// One sync of `head`; true when it was applied without errors.
     async fn sync(&mut self, head: &str) -> bool {
+        let state = Arc::clone(&self.state);
+        let _job = state.jobs.lock().await;
         let started = Instant::now();
         let timeout = self.args.sync_timeout.0;
         let outcome = tokio::time::timeout(timeout, self.sync_inner(head)).await;
@@ -454,6 +458,7 @@ impl Loop {
             .sync_duration
             .with_label_values(&[if clean { "true" } else { "false" }])
             .observe(started.elapsed().as_secs_f64());
+        self.state.syncs.send_modify(|n| *n += 1);
         if clean {
             let readonly_git = self.args.git_readonly && matches!(self.marker, SyncMarker::Git);
             if !readonly_git {

@@ -23,6 +23,7 @@ use git_mirror::{FileChange, Mirror, PushOutcome};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 
+use crate::api::AgentState;
 use crate::automation::edit::{self, ImageChange, Target};
 use crate::automation::plan::{self, Change, ContainerUpdate, Plan, TagSource, WorkloadUpdate};
 use crate::automation::workloads::{self, Workload};
@@ -120,6 +121,9 @@ pub struct Automator {
     pub client: kube::Client,
     /// Settings.
     pub config: AutomationConfig,
+    /// The agent: its job lock (a run and a sync never overlap) and sync count (the first run
+    /// waits for the first sync).
+    pub state: Arc<AgentState>,
 }
 
 impl Automator {
@@ -130,6 +134,7 @@ impl Automator {
     /// [`RunError`] when git fails, the manifests cannot be read completely, or the remote kept
     /// moving for [`PUSH_ATTEMPTS`] attempts.
     pub async fn run_once(&self) -> Result<RunReport, RunError> {
+        let _job = self.state.jobs.lock().await;
         let mut last_refusal = String::new();
         for attempt in 1..=PUSH_ATTEMPTS {
             let head = self
@@ -406,6 +411,9 @@ impl Automator {
         wake: Arc<tokio::sync::Notify>,
         on_report: impl Fn(&Result<RunReport, RunError>) + Send,
     ) {
+        // The first sync goes first: it is what the agent is for, and both read every manifest.
+        let mut syncs = self.state.syncs.subscribe();
+        let _ = syncs.wait_for(|n| *n > 0).await;
         loop {
             let result = self.run_once().await;
             match &result {

@@ -76,6 +76,7 @@ impl Service {
             scanner,
             client,
             config,
+            state: Arc::clone(&state),
         };
         let wake = Arc::new(tokio::sync::Notify::new());
         let report_state = Arc::clone(&state);
