@@ -10,6 +10,9 @@
 //! - `hold`: a new process on the cache file the first wrote (an agent restart): its rescan
 //!   and its peak RSS holding the cache (`VmHWM`).
 //!
+//! Then the whole `flux-agent` starts on that cache with a config repository of 200 automated
+//! Deployments: time to its automation commit, registry requests made, and its peak RSS.
+//!
 //! Release build by default; `BENCH_PROFILE=dev` uses a debug build (the rate-limited figures
 //! barely change; RSS is a little higher).
 
@@ -109,6 +112,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     );
     let scan = run_example(&bin, &["scan", &host, &cache_arg, &repos, &rps])?;
     let hold = run_example(&bin, &["hold", &host, &cache_arg, &repos, &rps])?;
+    let agent = run_agent(root, work.path(), &host, &cache, repositories, release)?;
     drop(registry);
 
     let cache_size = std::fs::metadata(cache.join("registry-cache.json")).map_or(0, |m| m.len());
@@ -131,8 +135,157 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         "  restarted_process_peak_rss_mib={:.1}",
         kib(&hold) / 1024.0
     );
+    for (key, val) in &agent {
+        println!("  {key}={val}");
+    }
     println!(
         "targets: cold_rate_of_limit_percent >= 90, rescan_requests = {repositories} (rescan_manifests = 0), peak RSS <= 32 MiB"
     );
     Ok(())
+}
+
+/// The whole agent on that cache: a config repository of `repositories` automated Deployments
+/// (`semver:~1.0`, one per bench repository, each at `1.0.0`), kube-sim, and `flux-agent` with
+/// `--registry-cache-dir` pointing at the cache the scans wrote (an agent restart). Waits for
+/// the automation commit (every Deployment bumped to the newest `1.0.x` from the cache) and
+/// reports the time to it, the registry requests made (from the agent's metrics) and the
+/// agent's peak RSS.
+fn run_agent(
+    root: &Path,
+    work: &Path,
+    host: &str,
+    cache: &Path,
+    repositories: usize,
+    release: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::bench::{free_port, peak_rss_kib, start_kube_sim, wait_for_port};
+    use crate::procs::{build_binaries, commit_dir, git, http, kubeconfig_text};
+    use std::time::{Duration, Instant};
+
+    println!("bench: the whole agent on that cache ({repositories} automated Deployments)");
+    let bin = build_binaries(root, release)?;
+    let tree = work.join("config");
+    std::fs::create_dir_all(&tree)?;
+    for i in 0..repositories {
+        std::fs::write(
+            tree.join(format!("app-{i:03}.yaml")),
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i:03}\n  namespace: default\n  annotations:\n    fluxcd.io/automated: \"true\"\n    fluxcd.io/tag.app: semver:~1.0\nspec:\n  selector: {{matchLabels: {{app: app-{i:03}}}}}\n  template:\n    metadata: {{labels: {{app: app-{i:03}}}}}\n    spec:\n      containers:\n        - name: app\n          image: {host}/bench/repo-{i:03}:1.0.0\n"
+            ),
+        )?;
+    }
+    let first = commit_dir(&tree, "bench config")?;
+    let bare = work.join("config.git");
+    git(
+        work,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &tree.to_string_lossy(),
+            &bare.to_string_lossy(),
+        ],
+    )?;
+    let (sim, url) = start_kube_sim(&bin.join("kube-sim"))?;
+    let kubeconfig = work.join("agent.kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_text(&url))?;
+    let port = free_port()?;
+    let started = Instant::now();
+    let agent = crate::bench::Server(
+        Command::new(bin.join("flux-agent"))
+            .args([
+                format!("--git-url=file://{}", bare.display()),
+                "--git-poll-interval=1s".to_owned(),
+                "--automation-interval=1h".to_owned(),
+                "--registry-scan-interval=1h".to_owned(),
+                format!("--registry-insecure-host={host}"),
+                format!("--registry-cache-dir={}", cache.display()),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--work-dir={}", work.join("agent").display()),
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join("agent.log"))?)
+            .spawn()
+            .context("failed to start flux-agent")?,
+    );
+    wait_for_port(port)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let head = loop {
+        let head = git(&bare, &["rev-parse", "master"])?;
+        if head.trim() != first.trim() {
+            break head;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no automation commit within 300 s; see {}",
+                work.join("agent.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let to_commit = started.elapsed().as_secs_f64();
+    let changed = git(
+        &bare,
+        &[
+            "diff",
+            "--name-only",
+            &format!("{}..{}", first.trim(), head.trim()),
+        ],
+    )?;
+    // The scan loop then lists each tracked repository once (the restart's rescan).
+    let listed = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("flux_client_fetch_duration_seconds_count{kind=\"tags\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut metrics = http(port, "GET", "/metrics", "")?;
+    #[allow(clippy::cast_precision_loss)]
+    while listed(&metrics) < repositories as f64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        metrics = http(port, "GET", "/metrics", "")?;
+    }
+    let count = |series: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            + 0.0 // an empty sum is -0.0
+    };
+    let figures = vec![
+        (
+            "agent_seconds_to_automation_commit".to_owned(),
+            format!("{to_commit:.1}"),
+        ),
+        (
+            "agent_files_bumped".to_owned(),
+            changed.lines().count().to_string(),
+        ),
+        (
+            "agent_tag_list_requests".to_owned(),
+            format!(
+                "{}",
+                count("flux_client_fetch_duration_seconds_count{kind=\"tags\"")
+            ),
+        ),
+        (
+            "agent_manifest_requests".to_owned(),
+            format!(
+                "{}",
+                count("flux_client_fetch_duration_seconds_count{kind=\"metadata\"")
+            ),
+        ),
+        (
+            "agent_peak_rss_mib".to_owned(),
+            format!("{:.1}", peak_rss_kib(agent.0.id())? as f64 / 1024.0),
+        ),
+    ];
+    drop(agent);
+    drop(sim);
+    Ok(figures)
 }

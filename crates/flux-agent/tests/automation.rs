@@ -438,7 +438,10 @@ async fn a_registry_that_is_down_makes_no_commit_and_shows_in_the_metrics() {
     })
     .await;
     // The repository waits for its retry with backoff.
-    assert_eq!(agent.metric("flux_registry_failing_repositories"), Some(1.0));
+    assert_eq!(
+        agent.metric("flux_registry_failing_repositories"),
+        Some(1.0)
+    );
     assert_eq!(repo.head().unwrap(), first, "no commit");
     assert_eq!(
         show(&repo, "apps/app.yaml"),
