@@ -83,9 +83,11 @@ pub struct Manifest {
     pub name: String,
     /// The namespace after defaulting; `None` for cluster-scoped objects.
     pub namespace: Option<String>,
-    /// The document as JSON, with `metadata.namespace` set to [`Manifest::namespace`] (and
-    /// removed for cluster-scoped objects).
-    pub object: serde_json::Value,
+    /// The document as compact JSON text, with `metadata.namespace` set to
+    /// [`Manifest::namespace`] (and removed for cluster-scoped objects). Kept as text rather
+    /// than a parsed tree: a parsed object costs several times its text in memory, and a repo
+    /// of thousands of manifests is held between syncs. [`Manifest::object`] parses it.
+    pub json: String,
     /// Path of the file relative to the repository root, `/`-separated; for generated
     /// manifests, the path of the `.flux.yaml` that generated them.
     pub source: String,
@@ -96,6 +98,18 @@ pub struct Manifest {
     /// line), or, for `List` items and generated manifests, the object before namespace
     /// defaulting serialised as compact JSON.
     pub bytes: String,
+}
+
+impl Manifest {
+    /// The document as a JSON tree (see [`Manifest::json`]), parsed on each call.
+    ///
+    /// # Errors
+    ///
+    /// Only if [`Manifest::json`] was changed into something that is not JSON: the loader
+    /// always stores valid JSON.
+    pub fn object(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
 }
 
 /// A problem with one path, file or document. Never fatal to the rest of the load.
@@ -296,8 +310,15 @@ struct Candidate {
     api_version: String,
     kind: String,
     name: String,
+    /// `metadata.namespace` when it is a non-empty string.
     namespace: Option<String>,
-    object: serde_json::Value,
+    /// Whether `metadata` has a `namespace` key at all (even null or empty).
+    has_namespace_key: bool,
+    /// For a CustomResourceDefinition: the group, kind and whether it is namespaced, as its
+    /// `spec` declares them.
+    crd_scope: Option<(String, String, bool)>,
+    /// The object as compact JSON, as written (before namespace defaulting).
+    json: String,
     source: String,
     line: usize,
     bytes: String,
@@ -770,20 +791,37 @@ fn read_value(
     if let Err(err) = model::annotations::annotations_of_manifest(&value) {
         return fail(format!("{what}: {err}"));
     }
-    let object = match serde_json::to_value(&value) {
-        Ok(object) => object,
-        Err(err) => return fail(format!("{what}: cannot be represented as JSON: {err}")),
+    let has_namespace_key = value
+        .get("metadata")
+        .is_some_and(|m| m.get("namespace").is_some());
+    let crd_scope = (kind == CRD_KIND && group_of(&api_version) == CRD_GROUP)
+        .then(|| crd_scope(&value))
+        .flatten();
+    // Straight from the YAML tree to JSON text, without a JSON tree in between. Where the text
+    // is not the checksummed bytes, the bytes are the JSON of the object with sorted keys (as a
+    // JSON tree prints it), so that checksums do not depend on key order.
+    let (json, bytes) = match text {
+        Some(text) => match serde_json::to_string(&value) {
+            Ok(json) => (json, text.to_owned()),
+            Err(err) => return fail(format!("{what}: cannot be represented as JSON: {err}")),
+        },
+        None => match serde_json::to_value(&value) {
+            Ok(object) => {
+                let json = object.to_string();
+                (json.clone(), json)
+            }
+            Err(err) => return fail(format!("{what}: cannot be represented as JSON: {err}")),
+        },
     };
-    let bytes = match text {
-        Some(text) => text.to_owned(),
-        None => object.to_string(),
-    };
+    drop(value);
     out.push(Candidate {
         api_version,
         kind,
         name,
         namespace,
-        object,
+        has_namespace_key,
+        crd_scope,
+        json,
         source: source.to_owned(),
         line,
         bytes,
@@ -797,26 +835,57 @@ pub(crate) fn group_of(api_version: &str) -> &str {
         .map_or("", |(group, _version)| group)
 }
 
+/// The group, kind and scope a CustomResourceDefinition declares in its `spec`, if complete.
+fn crd_scope(crd: &Yaml) -> Option<(String, String, bool)> {
+    let spec = crd.get("spec")?;
+    let group = spec.get("group")?.as_str()?;
+    let kind = spec.get("names")?.get("kind")?.as_str()?;
+    let namespaced = match spec.get("scope")?.as_str()? {
+        "Namespaced" => true,
+        "Cluster" => false,
+        _ => return None,
+    };
+    Some((group.to_owned(), kind.to_owned(), namespaced))
+}
+
 /// The scopes declared by the CustomResourceDefinitions among `candidates`, by group and kind.
 fn crd_scopes(candidates: &[Candidate]) -> BTreeMap<(String, String), bool> {
-    let mut scopes = BTreeMap::new();
-    for crd in candidates
+    candidates
         .iter()
-        .filter(|c| c.kind == CRD_KIND && group_of(&c.api_version) == CRD_GROUP)
-    {
-        let spec = &crd.object["spec"];
-        let (Some(group), Some(kind)) = (spec["group"].as_str(), spec["names"]["kind"].as_str())
-        else {
-            continue;
-        };
-        let namespaced = match spec["scope"].as_str() {
-            Some("Namespaced") => true,
-            Some("Cluster") => false,
-            _ => continue,
-        };
-        scopes.insert((group.to_owned(), kind.to_owned()), namespaced);
+        .filter_map(|c| c.crd_scope.clone())
+        .map(|(group, kind, namespaced)| ((group, kind), namespaced))
+        .collect()
+}
+
+/// The candidate's JSON with `metadata.namespace` set to `namespace`, or removed when `None`.
+/// Parsed and printed again only when that changes anything.
+fn with_namespace(
+    json: String,
+    written: Option<&str>,
+    has_key: bool,
+    namespace: Option<&str>,
+) -> String {
+    let unchanged = match namespace {
+        Some(ns) => written == Some(ns),
+        None => !has_key,
+    };
+    if unchanged {
+        return json;
     }
-    scopes
+    let Ok(mut object) = serde_json::from_str::<serde_json::Value>(&json) else {
+        return json;
+    };
+    if let Some(metadata) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        match namespace {
+            Some(ns) => {
+                metadata.insert("namespace".to_owned(), ns.into());
+            }
+            None => {
+                metadata.remove("namespace");
+            }
+        }
+    }
+    object.to_string()
 }
 
 /// Defaults namespaces, computes IDs and drops duplicates.
@@ -845,28 +914,25 @@ fn resolve(
                     );
                     true
                 });
+            let written = c.namespace;
             let namespace = namespaced.then(|| {
-                c.namespace
+                written
+                    .clone()
                     .unwrap_or_else(|| options.default_namespace.clone())
             });
-            let mut object = c.object;
-            if let Some(metadata) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-                match &namespace {
-                    Some(ns) => {
-                        metadata.insert("namespace".to_owned(), ns.clone().into());
-                    }
-                    None => {
-                        metadata.remove("namespace");
-                    }
-                }
-            }
+            let json = with_namespace(
+                c.json,
+                written.as_deref(),
+                c.has_namespace_key,
+                namespace.as_deref(),
+            );
             Manifest {
                 id: ResourceId::new(namespace.as_deref().unwrap_or(""), &c.kind, &c.name),
                 api_version: c.api_version,
                 kind: c.kind,
                 name: c.name,
                 namespace,
-                object,
+                json,
                 source: c.source,
                 line: c.line,
                 bytes: c.bytes,
@@ -979,7 +1045,7 @@ pub(crate) mod tests {
         assert_eq!(loaded.manifests[0].bytes, cm("one"));
         assert_eq!(loaded.manifests[1].bytes, cm("two"));
         assert_eq!(
-            loaded.manifests[0].object["metadata"]["namespace"],
+            loaded.manifests[0].object().unwrap()["metadata"]["namespace"],
             "default"
         );
     }
@@ -1153,9 +1219,16 @@ pub(crate) mod tests {
         );
         let namespace = &loaded.manifests[1];
         assert_eq!(namespace.namespace, None);
-        assert!(namespace.object["metadata"].get("namespace").is_none());
+        assert!(
+            namespace.object().unwrap()["metadata"]
+                .get("namespace")
+                .is_none()
+        );
         assert_eq!(loaded.manifests[4].namespace.as_deref(), Some("apps"));
-        assert_eq!(loaded.manifests[4].object["metadata"]["namespace"], "apps");
+        assert_eq!(
+            loaded.manifests[4].object().unwrap()["metadata"]["namespace"],
+            "apps"
+        );
         // Bytes are the text as written, before defaulting.
         assert!(!loaded.manifests[0].bytes.contains("namespace"));
     }
