@@ -332,6 +332,40 @@ struct RawPage {
     items: Option<Vec<Box<RawValue>>>,
 }
 
+/// Server-side applies `manifest`, stamped with `checksum` and `mark`, through `request` (the
+/// URL of its resource and namespace). The answer (the whole object) is checked, not kept.
+async fn apply_one<'a>(
+    client: &kube::Client,
+    request: kube::core::Request,
+    params: &PatchParams,
+    manifest: &'a Manifest,
+    checksum: &str,
+    mark: &str,
+) -> (&'a Manifest, Result<(), String>) {
+    // Stamped only now, so that a handful of parsed objects are alive at a time.
+    let object = match stamped(manifest, checksum, mark) {
+        Ok(object) => object,
+        Err(e) => return (manifest, Err(e)),
+    };
+    let patch = request
+        .patch(&manifest.name, params, &Patch::Apply(&object))
+        .map_err(kube::Error::BuildRequest);
+    drop(object);
+    let sent = match patch {
+        Ok(patch) => client.request::<IgnoredAny>(patch).await.map(drop),
+        Err(e) => Err(e),
+    };
+    let result = match sent {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(format!(
+            "conflicts with other field managers: {}",
+            status.message
+        )),
+        Err(e) => Err(format!("failed to apply: {e}")),
+    };
+    (manifest, result)
+}
+
 /// Applies manifests and collects garbage against one cluster.
 pub struct Syncer {
     client: kube::Client,
@@ -493,52 +527,35 @@ impl Syncer {
             to_apply.sort_by(|a, b| a.0.id.cmp(&b.0.id));
             let mut params = PatchParams::apply(FIELD_MANAGER);
             params.force = config.force_conflicts;
-            // Built eagerly so the stream holds futures, not a closure over borrows (which
-            // would make the whole sync future not Send).
-            let applies: Vec<_> = to_apply
-                .into_iter()
-                .map(|(manifest, checksum, mark)| {
-                    let namespace = manifest
-                        .namespace
-                        .as_deref()
-                        .filter(|_| caps.scope == Scope::Namespaced);
+            // At most APPLY_CONCURRENCY applies exist at a time: each is created when a slot
+            // frees, so memory does not grow with the number of manifests of a kind.
+            let namespaced = caps.scope == Scope::Namespaced;
+            let mut pending = to_apply.into_iter();
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut outcomes = Vec::new();
+            loop {
+                while in_flight.len() < APPLY_CONCURRENCY {
+                    let Some((manifest, checksum, mark)) = pending.next() else {
+                        break;
+                    };
+                    let namespace = manifest.namespace.as_deref().filter(|_| namespaced);
                     let request = kube::core::Request::new(
                         <DynamicObject as kube::Resource>::url_path(&resource, namespace),
                     );
-                    let client = self.client.clone();
-                    let params = params.clone();
-                    async move {
-                        // Stamped only now, so that a handful of parsed objects are alive at
-                        // a time rather than the whole kind.
-                        let object = match stamped(manifest, checksum, mark) {
-                            Ok(object) => object,
-                            Err(e) => return (manifest, Err(e)),
-                        };
-                        let patch = request
-                            .patch(&manifest.name, &params, &Patch::Apply(&object))
-                            .map_err(kube::Error::BuildRequest);
-                        drop(object);
-                        // The answer (the whole object) is read and checked, not kept.
-                        let sent = match patch {
-                            Ok(patch) => client.request::<IgnoredAny>(patch).await.map(drop),
-                            Err(e) => Err(e),
-                        };
-                        let result = match sent {
-                            Ok(_) => Ok(()),
-                            Err(kube::Error::Api(status)) if status.code == 409 => Err(format!(
-                                "conflicts with other field managers: {}",
-                                status.message
-                            )),
-                            Err(e) => Err(format!("failed to apply: {e}")),
-                        };
-                        (manifest, result)
-                    }
-                })
-                .collect();
-            let outcomes: Vec<(&Manifest, Result<(), String>)> = futures::stream::iter(applies)
-                .buffer_unordered(APPLY_CONCURRENCY)
-                .collect()
-                .await;
+                    in_flight.push(apply_one(
+                        &self.client,
+                        request,
+                        &params,
+                        manifest,
+                        checksum,
+                        mark,
+                    ));
+                }
+                match in_flight.next().await {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => break,
+                }
+            }
             for (manifest, result) in outcomes {
                 match result {
                     Ok(()) => {
