@@ -672,12 +672,20 @@ pub(crate) fn parse_chunk(chunk: &Chunk<'_>) -> Result<Vec<Yaml>, YamlError> {
     if !chunk.has_content {
         return Ok(Vec::new());
     }
-    // Pad with newlines so the parser's line numbers (and messages) are those of the stream.
-    let mut padded = "\n".repeat(chunk.first_line.saturating_sub(1));
-    padded.push_str(chunk.text);
+    // Pad with newlines so the parser's line numbers (and messages) are those of the stream
+    // (a document on the first line, the common case, needs no copy).
+    let padded;
+    let text = if chunk.first_line > 1 {
+        let mut text = "\n".repeat(chunk.first_line - 1);
+        text.push_str(chunk.text);
+        padded = text;
+        padded.as_str()
+    } else {
+        chunk.text
+    };
     let mut values = Vec::new();
     // The stream deserializer repeats its error forever, so stop at the first one.
-    for document in serde_yaml::Deserializer::from_str(&padded) {
+    for document in serde_yaml::Deserializer::from_str(text) {
         match Yaml::deserialize(document) {
             Ok(mut value) => {
                 value.apply_merge().map_err(|err| YamlError {
@@ -897,23 +905,33 @@ fn resolve(
 ) -> Vec<Manifest> {
     candidates.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
     let declared = crd_scopes(&candidates);
+    // Asked once per kind: a repository has thousands of objects of a handful of kinds.
+    let mut known: Vec<(String, String, bool)> = Vec::new();
     let manifests: Vec<Manifest> = candidates
         .into_iter()
         .map(|c| {
-            let namespaced = scopes
-                .namespaced(&c.api_version, &c.kind)
-                .or_else(|| {
-                    let key = (group_of(&c.api_version).to_owned(), c.kind.clone());
-                    declared.get(&key).copied()
-                })
-                .unwrap_or_else(|| {
-                    tracing::debug!(
-                        api_version = %c.api_version,
-                        kind = %c.kind,
-                        "scope of kind unknown; treating it as namespaced"
-                    );
-                    true
-                });
+            let seen = known
+                .iter()
+                .find(|(api_version, kind, _)| *api_version == c.api_version && *kind == c.kind)
+                .map(|(_, _, namespaced)| *namespaced);
+            let namespaced = seen.unwrap_or_else(|| {
+                let namespaced = scopes
+                    .namespaced(&c.api_version, &c.kind)
+                    .or_else(|| {
+                        let key = (group_of(&c.api_version).to_owned(), c.kind.clone());
+                        declared.get(&key).copied()
+                    })
+                    .unwrap_or_else(|| {
+                        tracing::debug!(
+                            api_version = %c.api_version,
+                            kind = %c.kind,
+                            "scope of kind unknown; treating it as namespaced"
+                        );
+                        true
+                    });
+                known.push((c.api_version.clone(), c.kind.clone(), namespaced));
+                namespaced
+            });
             let written = c.namespace;
             let namespace = namespaced.then(|| {
                 written
