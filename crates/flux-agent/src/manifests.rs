@@ -288,13 +288,7 @@ pub fn load(
         walk(&root, &rel, &mut files, &mut errors);
     }
 
-    for rel in &files {
-        let source = slash_path(rel);
-        match read_text(&root.join(rel)) {
-            Ok(text) => read_stream(&text, &source, false, &mut candidates, &mut errors),
-            Err(message) => errors.push(ManifestError::new(source, None, message)),
-        }
-    }
+    read_files(&root, &files, &mut candidates, &mut errors);
 
     let manifests = resolve(candidates, options, scopes, &mut errors);
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -302,6 +296,82 @@ pub fn load(
         manifests,
         complete: errors.is_empty(),
         errors,
+    }
+}
+
+/// Files per reading thread below which one thread reads everything.
+const FILES_PER_THREAD: usize = 512;
+/// Most threads reading files at once.
+const MAX_READ_THREADS: usize = 4;
+
+/// Reads and parses `files` (relative to `root`) into `candidates` and `errors`: on a few
+/// threads when there are many files (parsing YAML is most of a large repository's read time),
+/// else on this one. The order of the results does not matter: the caller sorts them.
+fn read_files(
+    root: &Path,
+    files: &BTreeSet<PathBuf>,
+    candidates: &mut Vec<Candidate>,
+    errors: &mut Vec<ManifestError>,
+) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_READ_THREADS)
+        .min(files.len() / FILES_PER_THREAD)
+        .max(1);
+    read_files_on(threads, root, files, candidates, errors);
+}
+
+/// [`read_files`] on `threads` threads.
+fn read_files_on(
+    threads: usize,
+    root: &Path,
+    files: &BTreeSet<PathBuf>,
+    candidates: &mut Vec<Candidate>,
+    errors: &mut Vec<ManifestError>,
+) {
+    if threads <= 1 {
+        read_all(root, files.iter(), candidates, errors);
+        return;
+    }
+    let files: Vec<&PathBuf> = files.iter().collect();
+    let share = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(share)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let (mut candidates, mut errors) = (Vec::new(), Vec::new());
+                    read_all(root, chunk.iter().copied(), &mut candidates, &mut errors);
+                    (candidates, errors)
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok((more, problems)) => {
+                    candidates.extend(more);
+                    errors.extend(problems);
+                }
+                // A panic while parsing is a bug; it stays one, on this thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+}
+
+/// Reads and parses `files` one after the other.
+fn read_all<'a>(
+    root: &Path,
+    files: impl Iterator<Item = &'a PathBuf>,
+    candidates: &mut Vec<Candidate>,
+    errors: &mut Vec<ManifestError>,
+) {
+    for rel in files {
+        let source = slash_path(rel);
+        match read_text(&root.join(rel)) {
+            Ok(text) => read_stream(&text, &source, false, candidates, errors),
+            Err(message) => errors.push(ManifestError::new(source, None, message)),
+        }
     }
 }
 
@@ -1066,6 +1136,45 @@ pub(crate) mod tests {
             loaded.manifests[0].object().unwrap()["metadata"]["namespace"],
             "default"
         );
+    }
+
+    #[test]
+    fn many_files_read_on_several_threads_give_what_one_thread_reads() {
+        let repo = TempRepo::new("many");
+        for i in 0..1100 {
+            repo.write(&format!("d{}/cm-{i:04}.yaml", i % 7), &cm(&format!("c{i}")));
+        }
+        repo.write("d0/broken.yaml", "apiVersion: v1\nkind: [oops\n")
+            .write("d6/zz-dup.yaml", &cm("c3"));
+        let mut files = BTreeSet::new();
+        walk(&repo.0, Path::new(""), &mut files, &mut Vec::new());
+        assert_eq!(files.len(), 1102);
+        let read = |threads| {
+            let (mut candidates, mut errors) = (Vec::new(), Vec::new());
+            read_files_on(threads, &repo.0, &files, &mut candidates, &mut errors);
+            let mut found: Vec<(String, usize, String)> = candidates
+                .into_iter()
+                .map(|c| (c.source, c.line, c.json))
+                .collect();
+            found.sort();
+            let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            problems.sort();
+            (found, problems)
+        };
+        let one = read(1);
+        assert_eq!(one.0.len(), 1101);
+        assert_eq!(one.1.len(), 1, "{:?}", one.1);
+        assert!(
+            one.1[0].starts_with("d0/broken.yaml:3: invalid YAML"),
+            "{:?}",
+            one.1
+        );
+        assert_eq!(read(3), one);
+        // The whole load sees the duplicate across the threads' shares, and keeps neither copy.
+        let loaded = load_paths(&repo, &[]);
+        assert_eq!(loaded.manifests.len(), 1099);
+        assert_eq!(loaded.errors.len(), 2, "{:?}", loaded.errors);
+        assert!(!ids(&loaded).contains(&"default:configmap/c3".to_owned()));
     }
 
     #[test]
