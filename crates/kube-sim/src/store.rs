@@ -1237,3 +1237,53 @@ fn decode_continue(token: &str) -> Option<ObjectKey> {
     let value: Value = serde_json::from_slice(&bytes).ok()?;
     Some((value[0].as_str()?.to_owned(), value[1].as_str()?.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn same_content_ignores_only_the_resource_version_and_managed_field_times() {
+        let old = json!({"metadata": {"name": "a", "resourceVersion": "1",
+            "managedFields": [{"manager": "m", "time": "t1", "fieldsV1": {"f:data": {}}}]},
+            "data": {"k": "v"}});
+        let mut new = old.clone();
+        new["metadata"]["resourceVersion"] = json!("2");
+        new["metadata"]["managedFields"][0]["time"] = json!("t2");
+        assert!(same_content(&old, &new));
+        let mut changed = new.clone();
+        changed["metadata"]["managedFields"][0]["manager"] = json!("other");
+        assert!(!same_content(&old, &changed));
+        let mut changed = new.clone();
+        changed["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!same_content(&old, &changed));
+        let mut changed = new.clone();
+        changed["data"]["k"] = json!("w");
+        assert!(!same_content(&old, &changed));
+        let mut changed = new;
+        changed["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert!(!same_content(&old, &changed));
+        assert!(!same_content(&json!({"metadata": null}), &json!({})));
+    }
+
+    #[test]
+    fn same_spec_ignores_metadata_type_and_a_status_subresource() {
+        let old = json!({"apiVersion": "v1", "kind": "K", "metadata": {"name": "a"},
+            "spec": {"x": 1}, "status": {"ready": false}});
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"l": "v"});
+        new["apiVersion"] = json!("v2");
+        new["status"] = json!({"ready": true});
+        assert!(same_spec(&old, &new, true));
+        assert!(!same_spec(&old, &new, false));
+        new["spec"]["x"] = json!(2);
+        assert!(!same_spec(&old, &new, true));
+        let mut extra = old.clone();
+        extra["data"] = json!({});
+        assert!(!same_spec(&old, &extra, true));
+    }
+}
