@@ -499,6 +499,7 @@ impl Loop {
 
     /// Exports `head` from the mirror and reads its manifests.
     async fn read_revision(&self, head: &str) -> Result<manifests::LoadedManifests, String> {
+        let started = Instant::now();
         let export = self.export_dir.clone();
         let _ = std::fs::remove_dir_all(&export);
         let mirror = Arc::clone(&self.state.mirror);
@@ -516,10 +517,21 @@ impl Loop {
         .await
         .map_err(|_| "the git task stopped unexpectedly".to_owned())?
         .map_err(|e| format!("failed to export {head}: {e}"))?;
+        let exported = started.elapsed();
         let loaded = tokio::task::block_in_place(|| {
             manifests::load(&export, &self.paths, &self.load_options, &self.syncer.api)
         });
-        let _ = std::fs::remove_dir_all(&export);
+        tracing::debug!(export = ?exported, parse = ?(started.elapsed() - exported), "read phases");
+        // Removed in the background, out of the sync's time; renamed first, so that the next
+        // export cannot meet it.
+        static TRASH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = TRASH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let trash = export.with_extension(format!("old-{n}"));
+        if std::fs::rename(&export, &trash).is_ok() {
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(trash));
+        } else {
+            let _ = std::fs::remove_dir_all(&export);
+        }
         Ok(loaded)
     }
 }

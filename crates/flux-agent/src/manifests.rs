@@ -83,9 +83,11 @@ pub struct Manifest {
     pub name: String,
     /// The namespace after defaulting; `None` for cluster-scoped objects.
     pub namespace: Option<String>,
-    /// The document as JSON, with `metadata.namespace` set to [`Manifest::namespace`] (and
-    /// removed for cluster-scoped objects).
-    pub object: serde_json::Value,
+    /// The document as compact JSON text, with `metadata.namespace` set to
+    /// [`Manifest::namespace`] (and removed for cluster-scoped objects). Kept as text rather
+    /// than a parsed tree: a parsed object costs several times its text in memory, and a repo
+    /// of thousands of manifests is held between syncs. [`Manifest::object`] parses it.
+    pub json: String,
     /// Path of the file relative to the repository root, `/`-separated; for generated
     /// manifests, the path of the `.flux.yaml` that generated them.
     pub source: String,
@@ -96,6 +98,18 @@ pub struct Manifest {
     /// line), or, for `List` items and generated manifests, the object before namespace
     /// defaulting serialised as compact JSON.
     pub bytes: String,
+}
+
+impl Manifest {
+    /// The document as a JSON tree (see [`Manifest::json`]), parsed on each call.
+    ///
+    /// # Errors
+    ///
+    /// Only if [`Manifest::json`] was changed into something that is not JSON: the loader
+    /// always stores valid JSON.
+    pub fn object(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
 }
 
 /// A problem with one path, file or document. Never fatal to the rest of the load.
@@ -274,13 +288,7 @@ pub fn load(
         walk(&root, &rel, &mut files, &mut errors);
     }
 
-    for rel in &files {
-        let source = slash_path(rel);
-        match read_text(&root.join(rel)) {
-            Ok(text) => read_stream(&text, &source, false, &mut candidates, &mut errors),
-            Err(message) => errors.push(ManifestError::new(source, None, message)),
-        }
-    }
+    read_files(&root, &files, &mut candidates, &mut errors);
 
     let manifests = resolve(candidates, options, scopes, &mut errors);
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -291,13 +299,96 @@ pub fn load(
     }
 }
 
+/// Files per reading thread below which one thread reads everything.
+const FILES_PER_THREAD: usize = 512;
+/// Most threads reading files at once.
+const MAX_READ_THREADS: usize = 4;
+
+/// Reads and parses `files` (relative to `root`) into `candidates` and `errors`: on a few
+/// threads when there are many files (parsing YAML is most of a large repository's read time),
+/// else on this one. The order of the results does not matter: the caller sorts them.
+fn read_files(
+    root: &Path,
+    files: &BTreeSet<PathBuf>,
+    candidates: &mut Vec<Candidate>,
+    errors: &mut Vec<ManifestError>,
+) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_READ_THREADS)
+        .min(files.len() / FILES_PER_THREAD)
+        .max(1);
+    read_files_on(threads, root, files, candidates, errors);
+}
+
+/// [`read_files`] on `threads` threads.
+fn read_files_on(
+    threads: usize,
+    root: &Path,
+    files: &BTreeSet<PathBuf>,
+    candidates: &mut Vec<Candidate>,
+    errors: &mut Vec<ManifestError>,
+) {
+    if threads <= 1 {
+        read_all(root, files.iter(), candidates, errors);
+        return;
+    }
+    let files: Vec<&PathBuf> = files.iter().collect();
+    let share = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(share)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let (mut candidates, mut errors) = (Vec::new(), Vec::new());
+                    read_all(root, chunk.iter().copied(), &mut candidates, &mut errors);
+                    (candidates, errors)
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok((more, problems)) => {
+                    candidates.extend(more);
+                    errors.extend(problems);
+                }
+                // A panic while parsing is a bug; it stays one, on this thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+}
+
+/// Reads and parses `files` one after the other.
+fn read_all<'a>(
+    root: &Path,
+    files: impl Iterator<Item = &'a PathBuf>,
+    candidates: &mut Vec<Candidate>,
+    errors: &mut Vec<ManifestError>,
+) {
+    for rel in files {
+        let source = slash_path(rel);
+        match read_text(&root.join(rel)) {
+            Ok(text) => read_stream(&text, &source, false, candidates, errors),
+            Err(message) => errors.push(ManifestError::new(source, None, message)),
+        }
+    }
+}
+
 /// An object read from a document, before its namespace is defaulted.
 struct Candidate {
     api_version: String,
     kind: String,
     name: String,
+    /// `metadata.namespace` when it is a non-empty string.
     namespace: Option<String>,
-    object: serde_json::Value,
+    /// Whether `metadata` has a `namespace` key at all (even null or empty).
+    has_namespace_key: bool,
+    /// For a CustomResourceDefinition: the group, kind and whether it is namespaced, as its
+    /// `spec` declares them.
+    crd_scope: Option<(String, String, bool)>,
+    /// The object as compact JSON, as written (before namespace defaulting).
+    json: String,
     source: String,
     line: usize,
     bytes: String,
@@ -651,12 +742,20 @@ pub(crate) fn parse_chunk(chunk: &Chunk<'_>) -> Result<Vec<Yaml>, YamlError> {
     if !chunk.has_content {
         return Ok(Vec::new());
     }
-    // Pad with newlines so the parser's line numbers (and messages) are those of the stream.
-    let mut padded = "\n".repeat(chunk.first_line.saturating_sub(1));
-    padded.push_str(chunk.text);
+    // Pad with newlines so the parser's line numbers (and messages) are those of the stream
+    // (a document on the first line, the common case, needs no copy).
+    let padded;
+    let text = if chunk.first_line > 1 {
+        let mut text = "\n".repeat(chunk.first_line - 1);
+        text.push_str(chunk.text);
+        padded = text;
+        padded.as_str()
+    } else {
+        chunk.text
+    };
     let mut values = Vec::new();
     // The stream deserializer repeats its error forever, so stop at the first one.
-    for document in serde_yaml::Deserializer::from_str(&padded) {
+    for document in serde_yaml::Deserializer::from_str(text) {
         match Yaml::deserialize(document) {
             Ok(mut value) => {
                 value.apply_merge().map_err(|err| YamlError {
@@ -770,20 +869,37 @@ fn read_value(
     if let Err(err) = model::annotations::annotations_of_manifest(&value) {
         return fail(format!("{what}: {err}"));
     }
-    let object = match serde_json::to_value(&value) {
-        Ok(object) => object,
-        Err(err) => return fail(format!("{what}: cannot be represented as JSON: {err}")),
+    let has_namespace_key = value
+        .get("metadata")
+        .is_some_and(|m| m.get("namespace").is_some());
+    let crd_scope = (kind == CRD_KIND && group_of(&api_version) == CRD_GROUP)
+        .then(|| crd_scope(&value))
+        .flatten();
+    // Straight from the YAML tree to JSON text, without a JSON tree in between. Where the text
+    // is not the checksummed bytes, the bytes are the JSON of the object with sorted keys (as a
+    // JSON tree prints it), so that checksums do not depend on key order.
+    let (json, bytes) = match text {
+        Some(text) => match serde_json::to_string(&value) {
+            Ok(json) => (json, text.to_owned()),
+            Err(err) => return fail(format!("{what}: cannot be represented as JSON: {err}")),
+        },
+        None => match serde_json::to_value(&value) {
+            Ok(object) => {
+                let json = object.to_string();
+                (json.clone(), json)
+            }
+            Err(err) => return fail(format!("{what}: cannot be represented as JSON: {err}")),
+        },
     };
-    let bytes = match text {
-        Some(text) => text.to_owned(),
-        None => object.to_string(),
-    };
+    drop(value);
     out.push(Candidate {
         api_version,
         kind,
         name,
         namespace,
-        object,
+        has_namespace_key,
+        crd_scope,
+        json,
         source: source.to_owned(),
         line,
         bytes,
@@ -797,26 +913,57 @@ pub(crate) fn group_of(api_version: &str) -> &str {
         .map_or("", |(group, _version)| group)
 }
 
+/// The group, kind and scope a CustomResourceDefinition declares in its `spec`, if complete.
+fn crd_scope(crd: &Yaml) -> Option<(String, String, bool)> {
+    let spec = crd.get("spec")?;
+    let group = spec.get("group")?.as_str()?;
+    let kind = spec.get("names")?.get("kind")?.as_str()?;
+    let namespaced = match spec.get("scope")?.as_str()? {
+        "Namespaced" => true,
+        "Cluster" => false,
+        _ => return None,
+    };
+    Some((group.to_owned(), kind.to_owned(), namespaced))
+}
+
 /// The scopes declared by the CustomResourceDefinitions among `candidates`, by group and kind.
 fn crd_scopes(candidates: &[Candidate]) -> BTreeMap<(String, String), bool> {
-    let mut scopes = BTreeMap::new();
-    for crd in candidates
+    candidates
         .iter()
-        .filter(|c| c.kind == CRD_KIND && group_of(&c.api_version) == CRD_GROUP)
-    {
-        let spec = &crd.object["spec"];
-        let (Some(group), Some(kind)) = (spec["group"].as_str(), spec["names"]["kind"].as_str())
-        else {
-            continue;
-        };
-        let namespaced = match spec["scope"].as_str() {
-            Some("Namespaced") => true,
-            Some("Cluster") => false,
-            _ => continue,
-        };
-        scopes.insert((group.to_owned(), kind.to_owned()), namespaced);
+        .filter_map(|c| c.crd_scope.clone())
+        .map(|(group, kind, namespaced)| ((group, kind), namespaced))
+        .collect()
+}
+
+/// The candidate's JSON with `metadata.namespace` set to `namespace`, or removed when `None`.
+/// Parsed and printed again only when that changes anything.
+fn with_namespace(
+    json: String,
+    written: Option<&str>,
+    has_key: bool,
+    namespace: Option<&str>,
+) -> String {
+    let unchanged = match namespace {
+        Some(ns) => written == Some(ns),
+        None => !has_key,
+    };
+    if unchanged {
+        return json;
     }
-    scopes
+    let Ok(mut object) = serde_json::from_str::<serde_json::Value>(&json) else {
+        return json;
+    };
+    if let Some(metadata) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        match namespace {
+            Some(ns) => {
+                metadata.insert("namespace".to_owned(), ns.into());
+            }
+            None => {
+                metadata.remove("namespace");
+            }
+        }
+    }
+    object.to_string()
 }
 
 /// Defaults namespaces, computes IDs and drops duplicates.
@@ -828,45 +975,52 @@ fn resolve(
 ) -> Vec<Manifest> {
     candidates.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
     let declared = crd_scopes(&candidates);
+    // Asked once per kind: a repository has thousands of objects of a handful of kinds.
+    let mut known: Vec<(String, String, bool)> = Vec::new();
     let manifests: Vec<Manifest> = candidates
         .into_iter()
         .map(|c| {
-            let namespaced = scopes
-                .namespaced(&c.api_version, &c.kind)
-                .or_else(|| {
-                    let key = (group_of(&c.api_version).to_owned(), c.kind.clone());
-                    declared.get(&key).copied()
-                })
-                .unwrap_or_else(|| {
-                    tracing::debug!(
-                        api_version = %c.api_version,
-                        kind = %c.kind,
-                        "scope of kind unknown; treating it as namespaced"
-                    );
-                    true
-                });
+            let seen = known
+                .iter()
+                .find(|(api_version, kind, _)| *api_version == c.api_version && *kind == c.kind)
+                .map(|(_, _, namespaced)| *namespaced);
+            let namespaced = seen.unwrap_or_else(|| {
+                let namespaced = scopes
+                    .namespaced(&c.api_version, &c.kind)
+                    .or_else(|| {
+                        let key = (group_of(&c.api_version).to_owned(), c.kind.clone());
+                        declared.get(&key).copied()
+                    })
+                    .unwrap_or_else(|| {
+                        tracing::debug!(
+                            api_version = %c.api_version,
+                            kind = %c.kind,
+                            "scope of kind unknown; treating it as namespaced"
+                        );
+                        true
+                    });
+                known.push((c.api_version.clone(), c.kind.clone(), namespaced));
+                namespaced
+            });
+            let written = c.namespace;
             let namespace = namespaced.then(|| {
-                c.namespace
+                written
+                    .clone()
                     .unwrap_or_else(|| options.default_namespace.clone())
             });
-            let mut object = c.object;
-            if let Some(metadata) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-                match &namespace {
-                    Some(ns) => {
-                        metadata.insert("namespace".to_owned(), ns.clone().into());
-                    }
-                    None => {
-                        metadata.remove("namespace");
-                    }
-                }
-            }
+            let json = with_namespace(
+                c.json,
+                written.as_deref(),
+                c.has_namespace_key,
+                namespace.as_deref(),
+            );
             Manifest {
                 id: ResourceId::new(namespace.as_deref().unwrap_or(""), &c.kind, &c.name),
                 api_version: c.api_version,
                 kind: c.kind,
                 name: c.name,
                 namespace,
-                object,
+                json,
                 source: c.source,
                 line: c.line,
                 bytes: c.bytes,
@@ -979,9 +1133,48 @@ pub(crate) mod tests {
         assert_eq!(loaded.manifests[0].bytes, cm("one"));
         assert_eq!(loaded.manifests[1].bytes, cm("two"));
         assert_eq!(
-            loaded.manifests[0].object["metadata"]["namespace"],
+            loaded.manifests[0].object().unwrap()["metadata"]["namespace"],
             "default"
         );
+    }
+
+    #[test]
+    fn many_files_read_on_several_threads_give_what_one_thread_reads() {
+        let repo = TempRepo::new("many");
+        for i in 0..1100 {
+            repo.write(&format!("d{}/cm-{i:04}.yaml", i % 7), &cm(&format!("c{i}")));
+        }
+        repo.write("d0/broken.yaml", "apiVersion: v1\nkind: [oops\n")
+            .write("d6/zz-dup.yaml", &cm("c3"));
+        let mut files = BTreeSet::new();
+        walk(&repo.0, Path::new(""), &mut files, &mut Vec::new());
+        assert_eq!(files.len(), 1102);
+        let read = |threads| {
+            let (mut candidates, mut errors) = (Vec::new(), Vec::new());
+            read_files_on(threads, &repo.0, &files, &mut candidates, &mut errors);
+            let mut found: Vec<(String, usize, String)> = candidates
+                .into_iter()
+                .map(|c| (c.source, c.line, c.json))
+                .collect();
+            found.sort();
+            let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            problems.sort();
+            (found, problems)
+        };
+        let one = read(1);
+        assert_eq!(one.0.len(), 1101);
+        assert_eq!(one.1.len(), 1, "{:?}", one.1);
+        assert!(
+            one.1[0].starts_with("d0/broken.yaml:3: invalid YAML"),
+            "{:?}",
+            one.1
+        );
+        assert_eq!(read(3), one);
+        // The whole load sees the duplicate across the threads' shares, and keeps neither copy.
+        let loaded = load_paths(&repo, &[]);
+        assert_eq!(loaded.manifests.len(), 1099);
+        assert_eq!(loaded.errors.len(), 2, "{:?}", loaded.errors);
+        assert!(!ids(&loaded).contains(&"default:configmap/c3".to_owned()));
     }
 
     #[test]
@@ -1153,9 +1346,16 @@ pub(crate) mod tests {
         );
         let namespace = &loaded.manifests[1];
         assert_eq!(namespace.namespace, None);
-        assert!(namespace.object["metadata"].get("namespace").is_none());
+        assert!(
+            namespace.object().unwrap()["metadata"]
+                .get("namespace")
+                .is_none()
+        );
         assert_eq!(loaded.manifests[4].namespace.as_deref(), Some("apps"));
-        assert_eq!(loaded.manifests[4].object["metadata"]["namespace"], "apps");
+        assert_eq!(
+            loaded.manifests[4].object().unwrap()["metadata"]["namespace"],
+            "apps"
+        );
         // Bytes are the text as written, before defaulting.
         assert!(!loaded.manifests[0].bytes.contains("namespace"));
     }

@@ -19,12 +19,15 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Discovery, Scope, verbs};
 use model::ResourceId;
 use model::annotations::{Ignore, Policies, SYNC_CHECKSUM, SYNC_GC_MARK};
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha1::Digest as _;
 
 use crate::manifests::{LoadedManifests, Manifest, Scopes};
@@ -246,11 +249,26 @@ fn api_for(
 }
 
 /// The manifest as it is applied: with the checksum annotation and the gc-mark label.
-fn stamped(manifest: &Manifest, sync_set: &str) -> Value {
-    let mut object = manifest.object.clone();
-    object["metadata"]["annotations"][SYNC_CHECKSUM] = Value::String(checksum(&manifest.bytes));
-    object["metadata"]["labels"][SYNC_GC_MARK] = Value::String(gc_mark(sync_set, &manifest.id));
-    object
+fn stamped(manifest: &Manifest, checksum: &str, mark: &str) -> Result<Value, String> {
+    let mut object = manifest
+        .object()
+        .map_err(|e| format!("failed to read the manifest as JSON: {e}"))?;
+    object["metadata"]["annotations"][SYNC_CHECKSUM] = Value::String(checksum.to_owned());
+    object["metadata"]["labels"][SYNC_GC_MARK] = Value::String(mark.to_owned());
+    Ok(object)
+}
+
+/// The `fluxcd.io/ignore` policy of a manifest. Parsed only when its text mentions `ignore`
+/// at all (the key is `<prefix>/ignore`, and JSON text spells keys out), which most manifests
+/// do not.
+fn ignore_of_manifest(manifest: &Manifest) -> Ignore {
+    if !manifest.json.contains("ignore") {
+        return Ignore::No;
+    }
+    manifest
+        .object()
+        .map(|object| ignore_of(&object))
+        .unwrap_or_default()
 }
 
 fn ignore_of(object: &Value) -> Ignore {
@@ -300,7 +318,52 @@ const APPLY_CONCURRENCY: usize = 16;
 fn in_place(live: &Value, manifest: &Manifest, checksum: &str, mark: &str) -> bool {
     live["metadata"]["annotations"][SYNC_CHECKSUM] == checksum
         && live["metadata"]["labels"][SYNC_GC_MARK] == mark
-        && contains(live, &manifest.object)
+        && manifest
+            .object()
+            .is_ok_and(|desired| contains(live, &desired))
+}
+
+/// One page of a list, its items left as JSON text so that only one at a time is parsed.
+#[derive(serde::Deserialize)]
+struct RawPage {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Option<Vec<Box<RawValue>>>,
+}
+
+/// Server-side applies `manifest`, stamped with `checksum` and `mark`, through `request` (the
+/// URL of its resource and namespace). The answer (the whole object) is checked, not kept.
+async fn apply_one<'a>(
+    client: &kube::Client,
+    request: kube::core::Request,
+    params: &PatchParams,
+    manifest: &'a Manifest,
+    checksum: &str,
+    mark: &str,
+) -> (&'a Manifest, Result<(), String>) {
+    // Stamped only now, so that a handful of parsed objects are alive at a time.
+    let object = match stamped(manifest, checksum, mark) {
+        Ok(object) => object,
+        Err(e) => return (manifest, Err(e)),
+    };
+    let patch = request
+        .patch(&manifest.name, params, &Patch::Apply(&object))
+        .map_err(kube::Error::BuildRequest);
+    drop(object);
+    let sent = match patch {
+        Ok(patch) => client.request::<IgnoredAny>(patch).await.map(drop),
+        Err(e) => Err(e),
+    };
+    let result = match sent {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(format!(
+            "conflicts with other field managers: {}",
+            status.message
+        )),
+        Err(e) => Err(format!("failed to apply: {e}")),
+    };
+    (manifest, result)
 }
 
 /// Applies manifests and collects garbage against one cluster.
@@ -338,23 +401,29 @@ impl Syncer {
     async fn live_status(
         &self,
         resource: &ApiResource,
-        caps: &ApiCapabilities,
         desired: &HashMap<(String, String), (&Manifest, String, String)>,
     ) -> Result<HashMap<(String, String), Live>, kube::Error> {
-        let api = api_for(&self.client, resource, caps, None);
+        let url = <DynamicObject as kube::Resource>::url_path(resource, None);
+        let request = kube::core::Request::new(url);
         let mut status = HashMap::new();
         let mut params = ListParams::default().limit(LIST_PAGE);
         loop {
-            let page = api.list(&params).await?;
-            for object in page.items {
-                let key = (
-                    object.metadata.namespace.clone().unwrap_or_default(),
-                    object.metadata.name.clone().unwrap_or_default(),
-                );
-                let Some((manifest, checksum, mark)) = desired.get(&key) else {
+            let list = request.list(&params).map_err(kube::Error::BuildRequest)?;
+            let page: RawPage = self.client.request(list).await?;
+            for item in page.items.unwrap_or_default() {
+                let Ok(live) = serde_json::from_str::<Value>(item.get()) else {
                     continue;
                 };
-                let Ok(live) = serde_json::to_value(object) else {
+                drop(item);
+                let metadata = &live["metadata"];
+                let key = (
+                    metadata["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    metadata["name"].as_str().unwrap_or_default().to_owned(),
+                );
+                let Some((manifest, checksum, mark)) = desired.get(&key) else {
                     continue;
                 };
                 let state = if ignore_of(&live) == Ignore::Always {
@@ -392,7 +461,7 @@ impl Syncer {
             let id = manifest.id.to_string();
             if !allowed(config, manifest) {
                 report.excluded.push(id);
-            } else if ignore_of(&manifest.object) == Ignore::Always {
+            } else if ignore_of_manifest(manifest) == Ignore::Always {
                 report.ignored.push(id);
             } else {
                 by_kind
@@ -434,7 +503,7 @@ impl Syncer {
                     )
                 })
                 .collect();
-            let live = match self.live_status(&resource, &caps, &desired).await {
+            let live = match self.live_status(&resource, &desired).await {
                 Ok(live) => live,
                 Err(e) => {
                     for manifest in manifests {
@@ -448,49 +517,45 @@ impl Syncer {
                 }
             };
             let mut to_apply = Vec::new();
-            for (key, (manifest, _, _)) in &desired {
+            for (key, (manifest, checksum, mark)) in &desired {
                 match live.get(key) {
                     Some(Live::Ignored) => report.ignored.push(manifest.id.to_string()),
                     Some(Live::InPlace) => report.unchanged += 1,
-                    Some(Live::Different) | None => to_apply.push(*manifest),
+                    Some(Live::Different) | None => to_apply.push((*manifest, checksum, mark)),
                 }
             }
-            to_apply.sort_by(|a, b| a.id.cmp(&b.id));
+            to_apply.sort_by(|a, b| a.0.id.cmp(&b.0.id));
             let mut params = PatchParams::apply(FIELD_MANAGER);
             params.force = config.force_conflicts;
-            // Built eagerly so the stream holds futures, not a closure over borrows (which
-            // would make the whole sync future not Send).
-            let applies: Vec<_> = to_apply
-                .into_iter()
-                .map(|manifest| {
-                    let api = api_for(
-                        &self.client,
-                        &resource,
-                        &caps,
-                        manifest.namespace.as_deref(),
+            // At most APPLY_CONCURRENCY applies exist at a time: each is created when a slot
+            // frees, so memory does not grow with the number of manifests of a kind.
+            let namespaced = caps.scope == Scope::Namespaced;
+            let mut pending = to_apply.into_iter();
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut outcomes = Vec::new();
+            loop {
+                while in_flight.len() < APPLY_CONCURRENCY {
+                    let Some((manifest, checksum, mark)) = pending.next() else {
+                        break;
+                    };
+                    let namespace = manifest.namespace.as_deref().filter(|_| namespaced);
+                    let request = kube::core::Request::new(
+                        <DynamicObject as kube::Resource>::url_path(&resource, namespace),
                     );
-                    let params = params.clone();
-                    let object = stamped(manifest, &config.sync_set);
-                    async move {
-                        let result = match api
-                            .patch(&manifest.name, &params, &Patch::Apply(&object))
-                            .await
-                        {
-                            Ok(_) => Ok(()),
-                            Err(kube::Error::Api(status)) if status.code == 409 => Err(format!(
-                                "conflicts with other field managers: {}",
-                                status.message
-                            )),
-                            Err(e) => Err(format!("failed to apply: {e}")),
-                        };
-                        (manifest, result)
-                    }
-                })
-                .collect();
-            let outcomes: Vec<(&Manifest, Result<(), String>)> = futures::stream::iter(applies)
-                .buffer_unordered(APPLY_CONCURRENCY)
-                .collect()
-                .await;
+                    in_flight.push(apply_one(
+                        &self.client,
+                        request,
+                        &params,
+                        manifest,
+                        checksum,
+                        mark,
+                    ));
+                }
+                match in_flight.next().await {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => break,
+                }
+            }
             for (manifest, result) in outcomes {
                 match result {
                     Ok(()) => {

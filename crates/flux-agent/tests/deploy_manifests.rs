@@ -26,7 +26,8 @@ fn install_manifests_load_and_the_deployment_args_parse() {
         .find(|m| m.kind == "Deployment" && m.name == "flux-agent")
         .expect("the agent's Deployment");
     assert_eq!(deployment.namespace.as_deref(), Some("flux"));
-    let container = &deployment.object["spec"]["template"]["spec"]["containers"][0];
+    let object = deployment.object().unwrap();
+    let container = &object["spec"]["template"]["spec"]["containers"][0];
     let mut argv = vec!["flux-agent".to_owned()];
     argv.extend(
         container["args"]

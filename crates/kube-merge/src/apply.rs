@@ -373,10 +373,18 @@ impl FieldSet {
         !self.member && self.children.is_empty()
     }
 
-    /// Adds `child` under `pe`, unless it is empty.
+    /// Adds `child` under `pe`, unless it is empty (moved in when `pe` is new, not copied).
     fn insert_child(&mut self, pe: String, child: Self) {
-        if !child.is_empty() {
-            self.children.entry(pe).or_default().union_with(&child);
+        if child.is_empty() {
+            return;
+        }
+        match self.children.entry(pe) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(child);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                slot.get_mut().union_with(&child);
+            }
         }
     }
 

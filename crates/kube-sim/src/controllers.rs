@@ -93,7 +93,7 @@ impl Store {
         }
         let mut new = (*old).clone();
         new["status"] = status;
-        let _ = self.commit(&rt, namespace, Some(old), new, &internal());
+        let _ = self.commit_stored(&rt, namespace, Some(old), new, &internal());
     }
 
     /// Runs the controllers of every object written since the last call.
@@ -191,7 +191,7 @@ impl Store {
             if int(&old["spec"]["replicas"], 0) != 0 {
                 let mut scaled = (**old).clone();
                 scaled["spec"]["replicas"] = json!(0);
-                let _ = self.commit(
+                let _ = self.commit_stored(
                     &rs_type,
                     &namespace,
                     Some(Arc::clone(old)),
@@ -245,7 +245,7 @@ impl Store {
             Some(rs) if int(&rs["spec"]["replicas"], 1) != desired => {
                 let mut scaled = (*rs).clone();
                 scaled["spec"]["replicas"] = json!(desired);
-                let _ = self.commit(&rs_type, &namespace, Some(rs), scaled, &internal());
+                let _ = self.commit_stored(&rs_type, &namespace, Some(rs), scaled, &internal());
             }
             Some(_) => {}
         }

@@ -156,19 +156,31 @@ pub(crate) fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
     object["metadata"][field].as_str().unwrap_or_default()
 }
 
-/// The object without `metadata` (and without `status` when it is a subresource): what a
-/// generation bump compares.
-fn spec_part(object: &Value, status_subresource: bool) -> Value {
-    let mut copy = object.clone();
-    if let Some(map) = copy.as_object_mut() {
-        map.remove("metadata");
-        map.remove("apiVersion");
-        map.remove("kind");
-        if status_subresource {
-            map.remove("status");
+/// Whether two objects are equal without `metadata`, `apiVersion` and `kind` (and without
+/// `status` when it is a subresource): whether a generation bump is due. Compared in place,
+/// without copies.
+fn same_spec(old: &Value, new: &Value, status_subresource: bool) -> bool {
+    let skip = |key: &str| {
+        matches!(key, "metadata" | "apiVersion" | "kind") || (status_subresource && key == "status")
+    };
+    same_except(old, new, skip)
+}
+
+/// Whether `a` and `b` are equal, ignoring the top-level keys `skip` names (when both are
+/// objects).
+fn same_except(a: &Value, b: &Value, skip: impl Fn(&str) -> bool) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let kept = |map: &serde_json::Map<String, Value>| {
+                map.keys().filter(|k| !skip(k.as_str())).count()
+            };
+            kept(a) == kept(b)
+                && a.iter()
+                    .filter(|(k, _)| !skip(k.as_str()))
+                    .all(|(k, v)| b.get(k) == Some(v))
         }
+        _ => a == b,
     }
-    copy
 }
 
 fn random_uid() -> String {
@@ -645,15 +657,30 @@ impl Store {
         }
     }
 
-    /// The last step of every write: defaults, bookkeeping, store, event, controllers.
+    /// The last step of every write: defaults, bookkeeping, store, event, controllers. Returns
+    /// the object as stored, in the version of `rt`.
     pub(crate) fn commit(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        old: Option<Arc<Value>>,
+        new: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let stored = self.commit_stored(rt, namespace, old, new, opts)?;
+        Ok(crate::server::versioned(&stored, rt))
+    }
+
+    /// [`Store::commit`] for writers that do not answer with the object (controllers): the
+    /// object as stored, without a copy.
+    pub(crate) fn commit_stored(
         &mut self,
         rt: &ResourceType,
         namespace: &str,
         old: Option<Arc<Value>>,
         mut new: Value,
         opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         new["apiVersion"] = json!(rt.api_version());
         new["kind"] = json!(rt.kind);
         if rt.namespaced {
@@ -702,7 +729,7 @@ impl Store {
                 let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
                 let marked_for_deletion = old["metadata"]["deletionTimestamp"].is_null()
                     && !new["metadata"]["deletionTimestamp"].is_null();
-                if marked_for_deletion || spec_part(old, rt.status) != spec_part(&new, rt.status) {
+                if marked_for_deletion || !same_spec(old, &new, rt.status) {
                     generation += 1;
                 }
                 new["metadata"]["generation"] = json!(generation);
@@ -715,13 +742,13 @@ impl Store {
                 .unwrap_or(Value::Null);
             new["metadata"]["resourceVersion"] = rv;
             defaults::normalize_metadata(&mut new);
-            return Ok(crate::server::versioned(&new, rt));
+            return Ok(Arc::new(new));
         }
         if let Some(old) = &old
             && same_content(old, &new)
         {
             // Nothing changed: no new resourceVersion, no event (as the real server does).
-            return Ok(crate::server::versioned(old, rt));
+            return Ok(Arc::clone(old));
         }
         self.rv += 1;
         new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -743,7 +770,7 @@ impl Store {
         if terminating && no_finalizers && old.is_some() && !is_namespace {
             let stored = Arc::new(new);
             self.remove(&key, &object_key, stored.clone(), old);
-            return Ok(crate::server::versioned(&stored, rt));
+            return Ok(stored);
         }
         let stored = Arc::new(new);
         self.objects
@@ -762,7 +789,7 @@ impl Store {
         if !opts.internal {
             self.pending.push_back((key, object_key));
         }
-        Ok(crate::server::versioned(&stored, rt))
+        Ok(stored)
     }
 
     /// Removes an object for good: DELETED event, then garbage collection of its dependents.
@@ -829,7 +856,7 @@ impl Store {
                 if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
                     refs.retain(|r| r["uid"] != uid);
                 }
-                let _ = self.commit(
+                let _ = self.commit_stored(
                     &rt,
                     &object_key.0,
                     Some(object),
@@ -973,7 +1000,7 @@ impl Store {
         if let Some(finalizers) = new["metadata"]["finalizers"].as_array_mut() {
             finalizers.retain(|f| f != CRD_CLEANUP_FINALIZER);
         }
-        let _ = self.commit(&rt, "", Some(old), new, &WriteOptions::default());
+        let _ = self.commit_stored(&rt, "", Some(old), new, &WriteOptions::default());
     }
 
     fn delete_namespace_contents(&mut self, namespace: &str) {
@@ -1120,24 +1147,30 @@ impl Store {
 /// Whether a write changes nothing but bookkeeping: the resourceVersion and the `time` of
 /// managedFields entries. Such a write is not stored, as on a real server.
 fn same_content(old: &Value, new: &Value) -> bool {
-    let strip = |object: &Value| {
-        let mut copy = object.clone();
-        if let Some(metadata) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.remove("resourceVersion");
-            if let Some(entries) = metadata
-                .get_mut("managedFields")
-                .and_then(Value::as_array_mut)
-            {
-                for entry in entries {
-                    if let Some(entry) = entry.as_object_mut() {
-                        entry.remove("time");
-                    }
-                }
-            }
+    // Compared in place, without copies: everything but `metadata`, then `metadata` without
+    // `resourceVersion` and `managedFields`, then the managed fields without their `time`.
+    let (old_meta, new_meta) = (&old["metadata"], &new["metadata"]);
+    fn entries(meta: &Value) -> Option<&[Value]> {
+        meta.get("managedFields")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+    }
+    let same_entries = match (entries(old_meta), entries(new_meta)) {
+        (Some(a), Some(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(a, b)| same_except(a, b, |k| k == "time"))
         }
-        copy
+        (None, None) => old_meta.get("managedFields") == new_meta.get("managedFields"),
+        _ => false,
     };
-    strip(old) == strip(new)
+    same_except(old, new, |k| k == "metadata")
+        && (old.get("metadata").is_some() == new.get("metadata").is_some())
+        && same_except(old_meta, new_meta, |k| {
+            k == "resourceVersion" || k == "managedFields"
+        })
+        && same_entries
 }
 
 /// `apiVersion` and `kind` must match the URL; missing ones are filled in.
@@ -1203,4 +1236,54 @@ fn decode_continue(token: &str) -> Option<ObjectKey> {
         .ok()?;
     let value: Value = serde_json::from_slice(&bytes).ok()?;
     Some((value[0].as_str()?.to_owned(), value[1].as_str()?.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn same_content_ignores_only_the_resource_version_and_managed_field_times() {
+        let old = json!({"metadata": {"name": "a", "resourceVersion": "1",
+            "managedFields": [{"manager": "m", "time": "t1", "fieldsV1": {"f:data": {}}}]},
+            "data": {"k": "v"}});
+        let mut new = old.clone();
+        new["metadata"]["resourceVersion"] = json!("2");
+        new["metadata"]["managedFields"][0]["time"] = json!("t2");
+        assert!(same_content(&old, &new));
+        let mut changed = new.clone();
+        changed["metadata"]["managedFields"][0]["manager"] = json!("other");
+        assert!(!same_content(&old, &changed));
+        let mut changed = new.clone();
+        changed["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!same_content(&old, &changed));
+        let mut changed = new.clone();
+        changed["data"]["k"] = json!("w");
+        assert!(!same_content(&old, &changed));
+        let mut changed = new;
+        changed["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert!(!same_content(&old, &changed));
+        assert!(!same_content(&json!({"metadata": null}), &json!({})));
+    }
+
+    #[test]
+    fn same_spec_ignores_metadata_type_and_a_status_subresource() {
+        let old = json!({"apiVersion": "v1", "kind": "K", "metadata": {"name": "a"},
+            "spec": {"x": 1}, "status": {"ready": false}});
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"l": "v"});
+        new["apiVersion"] = json!("v2");
+        new["status"] = json!({"ready": true});
+        assert!(same_spec(&old, &new, true));
+        assert!(!same_spec(&old, &new, false));
+        new["spec"]["x"] = json!(2);
+        assert!(!same_spec(&old, &new, true));
+        let mut extra = old.clone();
+        extra["data"] = json!({});
+        assert!(!same_spec(&old, &extra, true));
+    }
 }
