@@ -65,7 +65,7 @@ fn load(root: &Path, paths: &[String]) -> Vec<(String, Value)> {
     loaded
         .manifests
         .into_iter()
-        .map(|m| (m.id.to_string(), m.object))
+        .map(|m| (m.id.to_string(), m.object().unwrap()))
         .collect()
 }
 

@@ -115,9 +115,16 @@ fn workload(manifest: &Manifest) -> Option<Workload> {
     } else {
         return None;
     };
+    // The loader keeps manifests as JSON text; only workload kinds are parsed here.
+    let object = match manifest.object() {
+        Ok(object) => object,
+        Err(e) => {
+            tracing::warn!(manifest = %manifest.id, error = %e, "unreadable manifest JSON");
+            return None;
+        }
+    };
     let annotations = string_map(
-        manifest
-            .object
+        object
             .pointer("/metadata/annotations")
             .unwrap_or(&Value::Null),
     );
@@ -136,11 +143,9 @@ fn workload(manifest: &Manifest) -> Option<Workload> {
         image_pull_secrets: Vec::new(),
     };
     if is_release {
-        release_containers(manifest, &annotations, &mut found);
+        release_containers(&object, &annotations, &mut found);
     } else {
-        let pod_spec = pod_spec_path
-            .iter()
-            .try_fold(&manifest.object, |v, key| v.get(key));
+        let pod_spec = pod_spec_path.iter().try_fold(&object, |v, key| v.get(key));
         if let Some(pod_spec) = pod_spec {
             pod_containers(pod_spec, &mut found);
         }
@@ -198,15 +203,11 @@ fn pod_containers(pod_spec: &Value, found: &mut Workload) {
 
 /// The images of a HelmRelease's `spec.values`.
 fn release_containers(
-    manifest: &Manifest,
+    object: &Value,
     annotations: &BTreeMap<String, String>,
     found: &mut Workload,
 ) {
-    let Some(values) = manifest
-        .object
-        .pointer("/spec/values")
-        .and_then(Value::as_object)
-    else {
+    let Some(values) = object.pointer("/spec/values").and_then(Value::as_object) else {
         return;
     };
     let paths = match &found.policies {
