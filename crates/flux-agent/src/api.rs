@@ -55,6 +55,9 @@ pub struct AgentState {
     /// Held by a sync or an automation run while it works: one job at a time, as Flux v1's
     /// daemon loop ran them (and so their memory peaks do not add up).
     pub jobs: tokio::sync::Mutex<()>,
+    /// The manifests of the last revision the sync loop read (revision, manifests): reused by
+    /// the next sync of the same revision (without manifest generation) and by automation runs.
+    pub loaded: Mutex<Option<(String, Arc<crate::manifests::LoadedManifests>)>>,
     /// How many syncs have finished (clean or not); automation starts after the first.
     pub syncs: tokio::sync::watch::Sender<u64>,
 }

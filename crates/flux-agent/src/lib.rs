@@ -211,6 +211,7 @@ pub async fn run_until(
         workloads: Mutex::new(Vec::new()),
         image_notify,
         jobs: tokio::sync::Mutex::new(()),
+        loaded: Mutex::new(None),
         syncs: tokio::sync::watch::channel(0).0,
     });
     let listener = tokio::net::TcpListener::bind(args.listen.0)
@@ -288,7 +289,6 @@ pub async fn run_until(
         load_options,
         export_dir,
         paths,
-        cached: None,
     };
     tokio::select! {
         () = agent.run() => {}
@@ -347,9 +347,6 @@ struct Loop {
     /// Where a revision is checked out to be read.
     export_dir: PathBuf,
     paths: Vec<String>,
-    /// The manifests of the last revision read, reused while the head does not move (without
-    /// manifest generation, whose output may change between runs of the same revision).
-    cached: Option<(String, manifests::LoadedManifests)>,
 }
 
 impl Loop {
@@ -480,18 +477,22 @@ impl Loop {
             .discover()
             .await
             .map_err(|e| format!("failed to discover the API: {e}"))?;
-        let reusable = !self.args.manifest_generation
-            && self.cached.as_ref().is_some_and(|(rev, _)| rev == head);
-        if !reusable {
-            self.cached = None;
-            let loaded = self.read_revision(head).await?;
-            self.cached = Some((head.to_owned(), loaded));
-        }
-        let read = started.elapsed();
-        let Some((_, loaded)) = &self.cached else {
-            return Err("no manifests were read".to_owned());
+        let cached = lock(&self.state.loaded)
+            .as_ref()
+            .filter(|(rev, _)| rev == head)
+            .map(|(_, loaded)| Arc::clone(loaded));
+        let reusable = !self.args.manifest_generation && cached.is_some();
+        let loaded = match cached {
+            Some(loaded) if reusable => loaded,
+            _ => {
+                *lock(&self.state.loaded) = None;
+                let loaded = Arc::new(self.read_revision(head).await?);
+                *lock(&self.state.loaded) = Some((head.to_owned(), Arc::clone(&loaded)));
+                loaded
+            }
         };
-        let report = self.syncer.sync(loaded, &self.sync_config).await;
+        let read = started.elapsed();
+        let report = self.syncer.sync(&loaded, &self.sync_config).await;
         tracing::info!(read = ?read, reused = reusable, apply = ?(started.elapsed() - read), manifests = loaded.manifests.len(), "sync phases");
         let errors = loaded.errors.clone();
         Ok((errors, report))

@@ -151,6 +151,11 @@ impl Automator {
                 errors: plan.errors.clone(),
                 ..RunReport::default()
             };
+            if plan.updates.is_empty() {
+                report.workloads = found;
+                return Ok(report);
+            }
+            self.export(&head).await?;
             let (changes, images) =
                 tokio::task::block_in_place(|| self.edit_files(&head, &plan, &mut report.errors));
             report.workloads = found;
@@ -206,28 +211,36 @@ impl Automator {
             .map_err(|_| RunError::Task)
     }
 
-    /// Exports `head` and reads its workloads; refuses a partial read.
+    /// The workloads of `head`: from the manifests the sync loop read of it when it has (the
+    /// usual case: automation runs after a sync), else exported and read here. A partial read
+    /// is refused.
     async fn read_workloads(&self, head: &str) -> Result<Vec<Workload>, RunError> {
-        let dir = self.config.export_dir.clone();
-        let _ = std::fs::remove_dir_all(&dir);
-        let (target, rev) = (dir.clone(), head.to_owned());
-        self.blocking(move |m| m.export(&rev, &target))
-            .await?
-            .map_err(|source| RunError::Git {
-                what: "export the head",
-                source,
-            })?;
-        let (paths, options) = (self.config.paths.clone(), self.config.load_options.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            let loaded = manifests::load(&dir, &paths, &options, &manifests::NoScopes);
-            (loaded, dir)
-        })
-        .await
-        .map_err(|_| RunError::Task)?;
-        let (loaded, dir) = loaded;
+        let shared = self
+            .state
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|(rev, _)| rev == head)
+            .map(|(_, loaded)| Arc::clone(loaded));
+        let loaded = match shared {
+            Some(loaded) => loaded,
+            None => {
+                self.export(head).await?;
+                let dir = self.config.export_dir.clone();
+                let (paths, options) =
+                    (self.config.paths.clone(), self.config.load_options.clone());
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let loaded = manifests::load(&dir, &paths, &options, &manifests::NoScopes);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    loaded
+                })
+                .await
+                .map_err(|_| RunError::Task)?;
+                Arc::new(loaded)
+            }
+        };
         if !loaded.complete {
-            // Keep the export: edit_files reads from it only when the read was complete.
-            let _ = std::fs::remove_dir_all(&dir);
             return Err(RunError::Read {
                 revision: head.to_owned(),
                 message: loaded
@@ -237,6 +250,19 @@ impl Automator {
             });
         }
         Ok(workloads::workloads(&loaded.manifests))
+    }
+
+    /// Writes the files of `head` to the export directory (replacing what was there).
+    async fn export(&self, head: &str) -> Result<(), RunError> {
+        let dir = self.config.export_dir.clone();
+        let _ = std::fs::remove_dir_all(&dir);
+        let rev = head.to_owned();
+        self.blocking(move |m| m.export(&rev, &dir))
+            .await?
+            .map_err(|source| RunError::Git {
+                what: "export the head",
+                source,
+            })
     }
 
     /// Tells the scanner what to track: the repositories of the automated workloads, each with
