@@ -435,7 +435,7 @@ impl Automator {
         self,
         mut changed: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
         wake: Arc<tokio::sync::Notify>,
-        on_report: impl Fn(&Result<RunReport, RunError>) + Send,
+        on_report: impl Fn(Result<RunReport, RunError>) + Send,
     ) {
         // The first sync goes first: it is what the agent is for, and both read every manifest.
         let mut syncs = self.state.syncs.subscribe();
@@ -452,7 +452,7 @@ impl Automator {
                 }
                 Err(e) => tracing::error!(error = %e, "automation run failed"),
             }
-            on_report(&result);
+            on_report(result);
             tokio::select! {
                 () = tokio::time::sleep(self.config.interval) => {}
                 Some(repositories) = changed.recv() => {

@@ -83,7 +83,7 @@ impl Service {
         let automate = tokio::spawn(automator.run(
             changed_rx,
             wake,
-            move |result: &Result<RunReport, RunError>| {
+            move |result: Result<RunReport, RunError>| {
                 let success = if result.is_ok() { "true" } else { "false" };
                 report_state
                     .metrics
@@ -91,12 +91,13 @@ impl Service {
                     .with_label_values(&[success])
                     .inc();
                 if let Ok(report) = result {
-                    let shown = status::statuses(&report.workloads, &report.errors);
+                    let pushed = report.commit.is_some();
+                    let shown = status::statuses(report.workloads, &report.errors);
                     *report_state
                         .workloads
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = shown;
-                    if report.commit.is_some() {
+                    if pushed {
                         report_state.wake.notify_one();
                     }
                 }

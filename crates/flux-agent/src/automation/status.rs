@@ -51,14 +51,15 @@ pub struct WorkloadStatus {
     pub errors: Vec<String>,
 }
 
-/// The statuses of `workloads`, with `errors` (keyed by resource ID) attached.
+/// The statuses of `workloads` (consumed, so a large repository's workloads are not held
+/// twice), with `errors` (keyed by resource ID) attached.
 #[must_use]
 pub fn statuses(
-    workloads: &[Workload],
+    workloads: Vec<Workload>,
     errors: &BTreeMap<String, Vec<String>>,
 ) -> Vec<WorkloadStatus> {
     workloads
-        .iter()
+        .into_iter()
         .map(|w| {
             let id = w.id.to_string();
             let mut policies = BTreeMap::new();
@@ -90,9 +91,9 @@ pub fn statuses(
                 id,
                 containers: w
                     .containers
-                    .iter()
+                    .into_iter()
                     .map(|c| ContainerStatus {
-                        name: c.name.clone(),
+                        name: c.name,
                         current: BTreeMap::from([("ID".to_owned(), c.image.to_string())]),
                     })
                     .collect(),

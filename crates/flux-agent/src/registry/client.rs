@@ -145,7 +145,9 @@ struct TokenResponse {
 /// The HTTP client shared by all scans.
 #[derive(Debug)]
 pub(crate) struct Client {
-    http: reqwest::Client,
+    /// Built at the first request: an agent with nothing to scan never loads TLS roots.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    timeout: Duration,
     insecure: HashSet<String>,
     limiters: RateLimiters,
     metrics: RegistryMetrics,
@@ -162,18 +164,9 @@ impl Client {
         burst: u32,
         metrics: RegistryMetrics,
     ) -> Result<Self, RegistryError> {
-        // reqwest and rustls look up the process-wide provider; ring is the only one built in.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("flux-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RegistryError::Client {
-                reason: e.to_string(),
-            })?;
         Ok(Self {
-            http,
+            http: std::sync::OnceLock::new(),
+            timeout,
             insecure: insecure_hosts
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
@@ -184,6 +177,26 @@ impl Client {
             challenges: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The HTTP client, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        self.http
+            .get_or_init(|| {
+                // reqwest and rustls look up the process-wide provider; ring is the only one
+                // built in.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder()
+                    .timeout(self.timeout)
+                    .connect_timeout(self.timeout)
+                    .user_agent(concat!("flux-agent/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|reason| RegistryError::Client {
+                reason: reason.clone(),
+            })
     }
 
     fn base_url(&self, api_host: &str) -> String {
@@ -327,7 +340,7 @@ impl Client {
                     self.token(target, &realm, service.as_deref()).await?,
                 )),
             };
-            let mut request = self.http.request(method.clone(), url);
+            let mut request = self.http()?.request(method.clone(), url);
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
             }
@@ -393,7 +406,7 @@ impl Client {
         if let Some(service) = service {
             query.push(("service", service));
         }
-        let mut request = self.http.get(realm).query(&query);
+        let mut request = self.http()?.get(realm).query(&query);
         if let Some(login) = target.login {
             request = request.basic_auth(&login.username, Some(&login.password));
         }
