@@ -110,7 +110,9 @@ pub fn repositories(workloads: &[Workload]) -> BTreeSet<String> {
 #[must_use]
 pub fn plan(workloads: &[Workload], source: &dyn TagSource) -> Plan {
     let mut result = Plan::default();
-    let mut cache: BTreeMap<String, Option<Tags>> = BTreeMap::new();
+    // The newest allowed tag per (repository, filter): `None` when the repository is not
+    // scanned yet, `Some(None)` when no tag is allowed. Tag lists are not kept.
+    let mut newest_of: BTreeMap<(String, String), Option<Option<String>>> = BTreeMap::new();
     for workload in workloads {
         if !workload.wants_automation() {
             continue;
@@ -129,12 +131,15 @@ pub fn plan(workloads: &[Workload], source: &dyn TagSource) -> Plan {
         if workload.is_automated() {
             for container in &workload.containers {
                 let repository = container.image.canonical_name();
-                let tags = cache
-                    .entry(repository.clone())
-                    .or_insert_with(|| source.tags(&repository));
-                let Some(tags) = tags else { continue };
                 let filter = policies.tag_filter(&container.name);
-                let Some((newest, _)) = filter.newest(tags) else {
+                let newest = newest_of
+                    .entry((repository, filter.to_string()))
+                    .or_insert_with_key(|(repository, _)| {
+                        source
+                            .tags(repository)
+                            .map(|tags| filter.newest(&tags).map(|(tag, _)| tag.clone()))
+                    });
+                let Some(Some(newest)) = newest else {
                     continue;
                 };
                 if container.image.tag() == Some(newest.as_str())
