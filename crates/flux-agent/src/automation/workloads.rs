@@ -102,32 +102,90 @@ pub fn workloads(manifests: &[Manifest]) -> Vec<Workload> {
     manifests.iter().filter_map(workload).collect()
 }
 
+/// What automation reads of a manifest. Deserialising into this skips everything else
+/// (ports, env, probes...) without building it, which matters for large repositories.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct Shape {
+    metadata: MetadataShape,
+    spec: SpecShape,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct MetadataShape {
+    annotations: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct SpecShape {
+    template: Option<TemplateShape>,
+    #[serde(rename = "jobTemplate")]
+    job_template: Option<JobTemplateShape>,
+    values: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct JobTemplateShape {
+    spec: Option<JobSpecShape>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct JobSpecShape {
+    template: Option<TemplateShape>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct TemplateShape {
+    spec: Option<PodShape>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct PodShape {
+    containers: Vec<ContainerShape>,
+    #[serde(rename = "initContainers")]
+    init_containers: Vec<ContainerShape>,
+    #[serde(rename = "serviceAccountName")]
+    service_account_name: Option<String>,
+    #[serde(rename = "imagePullSecrets")]
+    image_pull_secrets: Vec<NameShape>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ContainerShape {
+    name: Option<String>,
+    image: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct NameShape {
+    name: Option<String>,
+}
+
 /// The workload of one manifest, `None` for other kinds.
 fn workload(manifest: &Manifest) -> Option<Workload> {
     let kind = manifest.kind.as_str();
     let is_release = RELEASE_KINDS.contains(&kind);
-    let pod_spec_path: &[&str] = if POD_TEMPLATE_KINDS.contains(&kind) {
-        &["spec", "template", "spec"]
-    } else if JOB_TEMPLATE_KINDS.contains(&kind) {
-        &["spec", "jobTemplate", "spec", "template", "spec"]
-    } else if is_release {
-        &[]
-    } else {
+    let is_job = JOB_TEMPLATE_KINDS.contains(&kind);
+    if !is_release && !is_job && !POD_TEMPLATE_KINDS.contains(&kind) {
         return None;
-    };
-    // The loader keeps manifests as JSON text; only workload kinds are parsed here.
-    let object = match manifest.object() {
-        Ok(object) => object,
+    }
+    // The loader keeps manifests as JSON text; only what automation needs is read from it.
+    let shape: Shape = match serde_json::from_str(&manifest.json) {
+        Ok(shape) => shape,
         Err(e) => {
-            tracing::warn!(manifest = %manifest.id, error = %e, "unreadable manifest JSON");
+            tracing::warn!(manifest = %manifest.id, error = %e, "unreadable workload manifest");
             return None;
         }
     };
-    let annotations = string_map(
-        object
-            .pointer("/metadata/annotations")
-            .unwrap_or(&Value::Null),
-    );
+    let annotations = string_map(shape.metadata.annotations.as_ref().unwrap_or(&Value::Null));
     let policies = Policies::from_annotations(&annotations).map_err(|e| e.to_string());
     let mut found = Workload {
         id: manifest.id.clone(),
@@ -142,52 +200,53 @@ fn workload(manifest: &Manifest) -> Option<Workload> {
         service_account: None,
         image_pull_secrets: Vec::new(),
     };
+    let spec = shape.spec;
     if is_release {
-        release_containers(&object, &annotations, &mut found);
+        if let Some(values) = spec.values.as_ref().and_then(Value::as_object) {
+            release_containers(values, &annotations, &mut found);
+        }
     } else {
-        let pod_spec = pod_spec_path.iter().try_fold(&object, |v, key| v.get(key));
-        if let Some(pod_spec) = pod_spec {
-            pod_containers(pod_spec, &mut found);
+        let template = if is_job {
+            spec.job_template
+                .and_then(|j| j.spec)
+                .and_then(|s| s.template)
+        } else {
+            spec.template
+        };
+        if let Some(pod) = template.and_then(|t| t.spec) {
+            pod_containers(pod, &mut found);
         }
     }
     Some(found)
 }
 
 /// Containers and init containers of a pod spec, and its pull credentials.
-fn pod_containers(pod_spec: &Value, found: &mut Workload) {
+fn pod_containers(pod: PodShape, found: &mut Workload) {
     found.service_account = Some(
-        pod_spec
-            .get("serviceAccountName")
-            .and_then(Value::as_str)
+        pod.service_account_name
             .filter(|s| !s.is_empty())
-            .unwrap_or("default")
-            .to_owned(),
+            .unwrap_or_else(|| "default".to_owned()),
     );
-    found.image_pull_secrets = pod_spec
-        .get("imagePullSecrets")
-        .and_then(Value::as_array)
-        .map(|secrets| {
-            secrets
-                .iter()
-                .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    for list in ["containers", "initContainers"] {
-        let Some(containers) = pod_spec.get(list).and_then(Value::as_array) else {
-            continue;
-        };
+    found.image_pull_secrets = pod
+        .image_pull_secrets
+        .into_iter()
+        .filter_map(|s| s.name)
+        .collect();
+    for (list, containers) in [
+        ("containers", pod.containers),
+        ("initContainers", pod.init_containers),
+    ] {
         for container in containers {
-            let Some(name) = container.get("name").and_then(Value::as_str) else {
+            let Some(name) = container.name else {
                 found
                     .problems
                     .push(format!("a container in {list} has no name"));
                 continue;
             };
-            match container.get("image").and_then(Value::as_str) {
+            match container.image.as_ref().and_then(Value::as_str) {
                 Some(image) => match ImageRef::parse(image) {
                     Ok(image) => found.containers.push(Container {
-                        name: name.to_owned(),
+                        name,
                         image,
                         location: ImageLocation::Container,
                     }),
@@ -203,13 +262,10 @@ fn pod_containers(pod_spec: &Value, found: &mut Workload) {
 
 /// The images of a HelmRelease's `spec.values`.
 fn release_containers(
-    object: &Value,
+    values: &serde_json::Map<String, Value>,
     annotations: &BTreeMap<String, String>,
     found: &mut Workload,
 ) {
-    let Some(values) = object.pointer("/spec/values").and_then(Value::as_object) else {
-        return;
-    };
     let paths = match &found.policies {
         Ok(p) => p.image_paths.clone(),
         // The paths do not depend on tag filters; read them on their own.
