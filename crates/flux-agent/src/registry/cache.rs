@@ -169,15 +169,16 @@ pub(crate) fn cache_path(dir: &Path) -> PathBuf {
 /// an empty cache, with a warning for the last three.
 pub(crate) fn load(dir: &Path) -> BTreeMap<String, RepoRecord> {
     let path = cache_path(dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    // Parsed from a buffered reader: the file is not held in memory beside the records.
+    let reader = match std::fs::File::open(&path) {
+        Ok(file) => std::io::BufReader::new(file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "failed to read the registry cache; starting empty");
             return BTreeMap::new();
         }
     };
-    match serde_json::from_slice::<CacheFile>(&bytes) {
+    match serde_json::from_reader::<_, CacheFile>(reader) {
         Ok(file) if file.version == VERSION => file.repositories,
         Ok(file) => {
             tracing::warn!(path = %path.display(), version = file.version, "registry cache has another format version; starting empty");
