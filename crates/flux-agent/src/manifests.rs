@@ -475,7 +475,7 @@ fn read_text(path: &Path) -> Result<String, String> {
 
 /// Turns a target path into a path relative to the root, refusing absolute paths and `..`
 /// that leaves the root.
-fn normalize(path: &str) -> Result<PathBuf, String> {
+pub(crate) fn normalize(path: &str) -> Result<PathBuf, String> {
     const ABSOLUTE: &str = "absolute paths are refused; paths are relative to the repository root";
     if path.starts_with('/') {
         return Err(ABSOLUTE.to_owned());

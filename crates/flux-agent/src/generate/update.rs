@@ -46,7 +46,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use model::ResourceId;
@@ -343,22 +343,9 @@ fn open_config(
     Ok((root, config_path, config))
 }
 
-/// A relative path without `.`/`..` escapes, or `None`.
+/// A relative path without `.`/`..` escapes, or `None` (the loader's rule for target paths).
 fn relative(path: &str) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::CurDir => {}
-            Component::Normal(part) => out.push(part),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(out)
+    crate::manifests::normalize(path).ok()
 }
 
 /// The target paths among `paths` that use the config file, each generated once.
