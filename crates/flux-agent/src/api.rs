@@ -62,7 +62,8 @@ pub struct AgentState {
     pub syncs: tokio::sync::watch::Sender<u64>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex, taking over a poisoned one (the data are plain values, always consistent).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -34,7 +34,7 @@ use kube::api::Api;
 
 pub use args::Args;
 
-use api::AgentState;
+use api::{AgentState, lock};
 use git_mirror::{GitConfig, Mirror, MirrorMode, SshConfig};
 use identity::KeySecret;
 use manifests::LoadOptions;
@@ -76,12 +76,6 @@ pub enum AgentError {
 fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     let action = action.into();
     move |source| AgentError::Io { action, source }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the agent until Ctrl-C / SIGTERM.

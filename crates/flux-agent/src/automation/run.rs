@@ -23,7 +23,7 @@ use git_mirror::{FileChange, Mirror, PushOutcome};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 
-use crate::api::AgentState;
+use crate::api::{AgentState, lock};
 use crate::automation::edit::{self, ImageChange, Target};
 use crate::automation::plan::{self, Change, ContainerUpdate, Plan, TagSource, WorkloadUpdate};
 use crate::automation::workloads::{self, Workload};
@@ -103,12 +103,6 @@ impl TagSource for ScannerTags<'_> {
             .tags(repository)
             .map(|tags| tags.into_iter().map(|t| (t.tag, t.created)).collect())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs automation: [`run_once`] on a timer, on new tags and on `wake`, until dropped.
@@ -215,11 +209,7 @@ impl Automator {
     /// usual case: automation runs after a sync), else exported and read here. A partial read
     /// is refused.
     async fn read_workloads(&self, head: &str) -> Result<Vec<Workload>, RunError> {
-        let shared = self
-            .state
-            .loaded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let shared = lock(&self.state.loaded)
             .as_ref()
             .filter(|(rev, _)| rev == head)
             .map(|(_, loaded)| Arc::clone(loaded));
@@ -266,14 +256,30 @@ impl Automator {
     }
 
     /// Tells the scanner what to track: the repositories of the automated workloads, each with
-    /// the pull credentials of every workload using it.
+    /// the pull credentials of every workload using it (its pod template's pull secrets and its
+    /// service account's; each account and secret is read once per run).
     async fn track(&self, found: &[Workload]) {
         let mut by_repository: BTreeMap<String, RegistryCredentials> = BTreeMap::new();
         let mut secrets_cache: BTreeMap<(String, String), Option<RegistryCredentials>> =
             BTreeMap::new();
+        let mut accounts_cache: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for workload in found.iter().filter(|w| w.is_automated()) {
             let namespace = workload.namespace.clone().unwrap_or_default();
-            let names = self.pull_secret_names(workload, &namespace).await;
+            let account = workload
+                .service_account
+                .clone()
+                .unwrap_or_else(|| "default".to_owned());
+            let key = (namespace.clone(), account);
+            if !accounts_cache.contains_key(&key) {
+                let read = self.account_pull_secrets(&key.0, &key.1).await;
+                accounts_cache.insert(key.clone(), read);
+            }
+            let names: BTreeSet<String> = workload
+                .image_pull_secrets
+                .iter()
+                .chain(accounts_cache.get(&key).into_iter().flatten())
+                .cloned()
+                .collect();
             let mut credentials = RegistryCredentials::default();
             for name in names {
                 let key = (namespace.clone(), name.clone());
@@ -295,23 +301,22 @@ impl Automator {
         self.scanner.track(by_repository.into_iter().collect());
     }
 
-    /// The pull secret names of a workload: its pod template's, then its service account's.
-    async fn pull_secret_names(&self, workload: &Workload, namespace: &str) -> BTreeSet<String> {
-        let mut names: BTreeSet<String> = workload.image_pull_secrets.iter().cloned().collect();
-        let account = workload.service_account.as_deref().unwrap_or("default");
+    /// The pull secret names of a service account (none when it is missing or unreadable).
+    async fn account_pull_secrets(&self, namespace: &str, account: &str) -> Vec<String> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
         match accounts.get_opt(account).await {
-            Ok(Some(sa)) => {
-                for reference in sa.image_pull_secrets.unwrap_or_default() {
-                    names.insert(reference.name);
-                }
-            }
-            Ok(None) => {}
+            Ok(Some(sa)) => sa
+                .image_pull_secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|reference| reference.name)
+                .collect(),
+            Ok(None) => Vec::new(),
             Err(e) => {
-                tracing::warn!(namespace, account, error = %e, "failed to read a service account")
+                tracing::warn!(namespace, account, error = %e, "failed to read a service account");
+                Vec::new()
             }
         }
-        names
     }
 
     /// The credentials of one pull secret; `None` (logged) when it is missing or unusable.

@@ -93,10 +93,7 @@ impl Service {
                 if let Ok(report) = result {
                     let pushed = report.commit.is_some();
                     let shown = status::statuses(report.workloads, &report.errors);
-                    *report_state
-                        .workloads
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = shown;
+                    *crate::api::lock(&report_state.workloads) = shown;
                     if pushed {
                         report_state.wake.notify_one();
                     }

@@ -477,19 +477,7 @@ impl Client {
                 }
                 Ok(response)
             }
-            Err(e) => {
-                let error = if e.is_timeout() {
-                    RegistryError::Timeout {
-                        url: url.to_owned(),
-                    }
-                } else {
-                    RegistryError::Transport {
-                        url: url.to_owned(),
-                        reason: error_chain(&e),
-                    }
-                };
-                Err(error)
-            }
+            Err(e) => Err(transport_error(&e, url)),
         }
     }
 
@@ -538,18 +526,25 @@ fn check_status(
 }
 
 async fn read_body(response: reqwest::Response, url: &str) -> Result<Vec<u8>, RegistryError> {
-    response.bytes().await.map(|b| b.to_vec()).map_err(|e| {
-        if e.is_timeout() {
-            RegistryError::Timeout {
-                url: url.to_owned(),
-            }
-        } else {
-            RegistryError::Transport {
-                url: url.to_owned(),
-                reason: error_chain(&e),
-            }
+    response
+        .bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| transport_error(&e, url))
+}
+
+/// A failed request or body read: [`RegistryError::Timeout`] or [`RegistryError::Transport`].
+fn transport_error(e: &reqwest::Error, url: &str) -> RegistryError {
+    if e.is_timeout() {
+        RegistryError::Timeout {
+            url: url.to_owned(),
         }
-    })
+    } else {
+        RegistryError::Transport {
+            url: url.to_owned(),
+            reason: error_chain(e),
+        }
+    }
 }
 
 /// reqwest's message with its sources (`error sending request: … Connection refused`).
